@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the system programs the tests and `make run` need, when they are missing.
+# Debian/Ubuntu only; as root it runs apt-get, otherwise it prints the exact command and fails.
+set -euo pipefail
+
+want=()
+command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || want+=(redis-tools)
+if [ "${1:-}" != "--redis-only" ]; then
+  command -v prometheus >/dev/null 2>&1 || want+=(prometheus)
+  command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+  command -v prometheus-redis-exporter >/dev/null 2>&1 || want+=(prometheus-redis-exporter)
+  command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
+  command -v unzip >/dev/null 2>&1 || want+=(unzip)
+fi
+[ ${#want[@]} -eq 0 ] && exit 0
+
+# Deduplicate (promtool and prometheus come from one package).
+mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
+cmd="apt-get install -y --no-install-recommends ${want[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "Missing system packages: ${want[*]}" >&2
+  echo "Run as root:  apt-get update && $cmd" >&2
+  exit 1
+fi
+echo "Installing system packages: ${want[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+$cmd -qq >/dev/null
+# The Debian packages start system services; the project starts its own servers on free ports.
+for svc in redis-server prometheus prometheus-redis-exporter prometheus-node-exporter; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+  service "$svc" stop >/dev/null 2>&1 || true
+done

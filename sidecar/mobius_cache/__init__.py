@@ -1,0 +1,1 @@
+"""mobius-cache: the Redis cache layer of the Mobius platform."""

@@ -1,0 +1,114 @@
+"""Every error the cache layer raises, in one tree.
+
+::
+
+    CacheError
+    ├── InvalidInputError (also ValueError)    the caller passed something we refuse
+    │   ├── InvalidKeyError                      empty, > 512 bytes, whitespace/control characters
+    │   ├── InvalidTTLError                      TTL <= 0 or not an integer
+    │   ├── ValueTooLargeError                   encoded value above max_value_bytes
+    │   └── SerializationError                   a value that cannot be encoded, or stored bytes that cannot be decoded
+    └── CacheUnavailableError                  Redis cannot serve the request now; retry later
+        ├── CircuitOpenError                     the breaker is open: failed at once, Redis was not asked
+        ├── PoolExhaustedError                   no free connection within pool_timeout
+        └── CacheTimeoutError                    Redis did not answer within the socket timeout
+
+redis-py's exceptions are translated in exactly one place (:func:`translate`); nothing is swallowed there.
+"""
+
+from __future__ import annotations
+
+from redis import exceptions as redis_errors
+
+__all__ = [
+    "CacheError",
+    "CacheTimeoutError",
+    "CacheUnavailableError",
+    "CircuitOpenError",
+    "InvalidInputError",
+    "InvalidKeyError",
+    "InvalidTTLError",
+    "PoolExhaustedError",
+    "SerializationError",
+    "ValueTooLargeError",
+    "translate",
+]
+
+
+class CacheError(Exception):
+    """Root of every mobius-cache error."""
+
+
+class InvalidInputError(CacheError, ValueError):
+    """The caller's input is refused; the message says why. Not retryable."""
+
+
+class InvalidKeyError(InvalidInputError):
+    pass
+
+
+class InvalidTTLError(InvalidInputError):
+    pass
+
+
+class ValueTooLargeError(InvalidInputError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"value is {size} bytes encoded; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class SerializationError(InvalidInputError):
+    pass
+
+
+class CacheUnavailableError(CacheError):
+    """Redis could not serve the operation. Reads never raise it (they miss); writes do."""
+
+
+class CircuitOpenError(CacheUnavailableError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Redis is unavailable (circuit open); retry in {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class PoolExhaustedError(CacheUnavailableError):
+    pass
+
+
+class CacheTimeoutError(CacheUnavailableError):
+    pass
+
+
+def translate(exc: BaseException) -> CacheError:
+    """Map a redis-py (or socket) error onto our tree. The original stays attached as ``__cause__``."""
+    if isinstance(exc, CacheError):
+        return exc
+    if isinstance(exc, redis_errors.MaxConnectionsError) or (
+        isinstance(exc, redis_errors.ConnectionError) and "No connection available" in str(exc)
+    ):
+        err: CacheError = PoolExhaustedError(f"no free Redis connection: {exc}")
+    elif isinstance(exc, redis_errors.TimeoutError | TimeoutError):
+        err = CacheTimeoutError(f"Redis did not answer in time: {exc or type(exc).__name__}")
+    elif isinstance(exc, redis_errors.ConnectionError | ConnectionError | OSError):
+        err = CacheUnavailableError(f"cannot reach Redis: {exc}")
+    elif isinstance(exc, redis_errors.ResponseError):
+        msg = str(exc)
+        if msg.startswith("OOM"):
+            err = CacheUnavailableError(f"Redis is out of memory (maxmemory reached under noeviction): {msg}")
+        else:
+            err = CacheError(f"Redis refused the command: {msg}")
+    else:
+        err = CacheError(f"{type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+#: Errors that say "the connection failed", worth a retry and counted by the breaker.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)

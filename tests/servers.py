@@ -1,0 +1,235 @@
+"""Real servers for the tests: redis-server processes (standalone and a local cluster), on free loopback ports.
+
+Tests stop, kill, freeze (SIGSTOP) and restart them to inject faults. Nothing here mocks Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+HOST = "127.0.0.1"
+
+
+def free_port(*, also_plus: int = 0) -> int:
+    """A free TCP port on loopback (and, with ``also_plus``, port + also_plus free too: cluster bus ports)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if also_plus and port + also_plus > 65535:
+            continue
+        if also_plus:
+            with socket.socket() as s2:
+                try:
+                    s2.bind((HOST, port + also_plus))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = HOST) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process on loopback. Restarting keeps the port (and, without persistence, loses data)."""
+
+    port: int = 0
+    maxmemory: str = "64mb"
+    policy: str = "allkeys-lru"
+    extra_args: list[str] = field(default_factory=list)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mr-")))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        if not self.port:
+            self.port = free_port()
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get")
+        args = [
+            exe,
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            self.policy,
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            str(self.workdir / f"redis-{self.port}.log"),
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host=HOST, port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    if client.ping():
+                        return
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                time.sleep(0.01)
+        finally:
+            client.close()
+        raise TimeoutError(f"redis-server on {self.port} not ready after {timeout}s")
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        """A plain synchronous redis-py client, for checking what the code under test did."""
+        return redis.Redis(host=HOST, port=self.port, **kwargs)  # type: ignore[arg-type]
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, as in a crash or an OOM kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.thaw()
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.thaw()
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung or partitioned Redis)."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server(**kwargs: object) -> Iterator[RedisServer]:
+    server = RedisServer(**kwargs).start()  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@dataclass
+class RedisCluster:
+    """A local 6-node Redis Cluster (3 primaries, 3 replicas) on free loopback ports (~2 s to start)."""
+
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{HOST}:{self.nodes[0].port}/0"
+
+    def start(self, size: int = 6) -> RedisCluster:
+        workdir = Path(tempfile.mkdtemp(prefix="mc-"))
+        ports: list[int] = []
+        while len(ports) < size:
+            port = free_port(also_plus=10000)
+            if port not in ports and port + 10000 not in ports:
+                ports.append(port)
+        for port in ports:
+            node_dir = workdir / str(port)
+            node_dir.mkdir()
+            server = RedisServer(
+                port=port,
+                workdir=node_dir,
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(node_dir / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ],
+            )
+            self.nodes.append(server.start())
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"{HOST}:{p}" for p in ports], "--cluster-replicas", "1"]
+            + ["--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait for cluster_state:ok on every live node and for every replica's link to be up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._node_ok(n) for n in self.nodes if n.proc is not None and n.proc.poll() is None):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("the cluster did not reach cluster_state:ok with all replicas linked")
+
+    @staticmethod
+    def _node_ok(node: RedisServer) -> bool:
+        try:
+            with node.client(socket_timeout=1) as c:
+                if c.cluster("info").get("cluster_state") != "ok":
+                    return False
+                repl = c.info("replication")
+                return repl.get("role") == "master" or repl.get("master_link_status") == "up"
+        except redis.exceptions.RedisError:
+            return False
+
+    def primaries(self) -> list[RedisServer]:
+        out = []
+        for node in self.nodes:
+            with contextlib.suppress(redis.exceptions.RedisError), node.client(socket_timeout=1) as c:
+                if c.info("replication").get("role") == "master":
+                    out.append(node)
+        return out
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
