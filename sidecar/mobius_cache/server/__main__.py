@@ -1,0 +1,106 @@
+"""``mobius-sidecar`` / ``python -m mobius_cache.server``: parse options, check them, run uvicorn.
+
+Every option also comes from the environment (``MOBIUS_REDIS_URL``, ``MOBIUS_SIDECAR_HOST``, ...); an option
+given on the command line wins. Configuration mistakes end the process at once with one clear line and exit
+status 2, before anything binds. SIGTERM is graceful: uvicorn stops accepting, finishes in-flight requests
+(up to ``MOBIUS_SHUTDOWN_TIMEOUT``), then the lifespan closes the Redis pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from mobius_cache._config import CacheConfig
+
+from .settings import SidecarSettings, UnsafeBindError
+
+__all__ = ["main", "parse_args"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mobius-sidecar",
+        description="Serve the mobius-cache layer over HTTP (default http://127.0.0.1:8787). "
+        "Each option can also be set in the environment, shown in brackets.",
+    )
+    add = parser.add_argument
+    add("--redis-url", help="Redis to use [MOBIUS_REDIS_URL, default redis://127.0.0.1:6379/0]")
+    add("--host", help="address to bind [MOBIUS_SIDECAR_HOST, default 127.0.0.1]")
+    add("--port", type=int, help="port to bind [MOBIUS_SIDECAR_PORT, default 8787]")
+    add("--policy-file", help="policy written by the operator, hot-reloaded [MOBIUS_POLICY_FILE]")
+    add(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' on /v1/* [MOBIUS_SIDECAR_TOKEN; prefer the env]",
+    )
+    add("--max-body-bytes", type=int, help="largest request body [MOBIUS_MAX_BODY_BYTES, default 1048576]")
+    add("--tracing", action="store_true", default=None, help="OpenTelemetry spans [MOBIUS_TRACING]")
+    add("--access-log", action="store_true", default=None, help="log every request [MOBIUS_ACCESS_LOG]")
+    add("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default info")
+    return parser.parse_args(argv)
+
+
+def _settings_from(args: argparse.Namespace) -> tuple[SidecarSettings, CacheConfig]:
+    overrides: dict[str, Any] = {
+        "sidecar_host": args.host,
+        "sidecar_port": args.port,
+        "policy_file": args.policy_file,
+        "sidecar_token": args.token,
+        "max_body_bytes": args.max_body_bytes,
+        "tracing": args.tracing,
+        "access_log": args.access_log,
+    }
+    settings = SidecarSettings(**{k: v for k, v in overrides.items() if v is not None})
+    config = CacheConfig(redis_url=args.redis_url) if args.redis_url else CacheConfig()
+    return settings, config
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"mobius-sidecar: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings, config = _settings_from(args)
+        settings.check_bind()
+    except ValidationError as exc:
+        _fail(f"invalid configuration: {_describe(exc)}")
+    except UnsafeBindError as exc:
+        _fail(str(exc))
+
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings, config=config)
+    uvicorn.run(
+        app,
+        host=settings.sidecar_host,
+        port=settings.sidecar_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=settings.access_log,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        server_header=False,
+        date_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The sidecar's front door: a plain ASGI layer in front of the FastAPI application.
+
+Everything every request needs happens here, once: the bearer token check for ``/v1/*``, the request body
+limit (413 before the application sees a byte too many), HTTP metrics, the optional server span, and the hot
+read path (``GET``/``HEAD /v1/cache/{key}``) answered directly from :func:`.reads.read_response` without
+FastAPI's routing, validation and response machinery. The FastAPI app keeps the documented routes (and
+the OpenAPI document) for everything, including a reference implementation of the read route.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+from .errors import error_payload
+from .reads import read_response
+
+if TYPE_CHECKING:
+    from .app import SidecarState
+
+__all__ = ["CACHE_ROUTE", "Front"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CACHE_PREFIX = "/v1/cache/"
+CACHE_ROUTE = "/v1/cache/{key}"
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+_JSON = (b"content-type", b"application/json")
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def _send_simple(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> None:
+    body = error_payload(code, detail)
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *extra]
+    await _send_simple(send, status, headers, body)
+
+
+class Front:
+    """Wraps the FastAPI app; ``state`` carries the cache (set by the app's lifespan) and the settings."""
+
+    def __init__(self, app: ASGIApp, state: SidecarState) -> None:
+        self.app = app
+        self.state = state
+        token = state.settings.sidecar_token
+        self._expected_auth = f"Bearer {token}".encode() if token else None
+        self._max_body = state.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan (and nothing else: no websockets here)
+            return
+        started = time.perf_counter()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        status = 500
+        route = "unmatched"
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        span: AbstractContextManager[Any] = nullcontext()
+        tracer = self.state.tracer
+        if tracer is not None:
+            span = tracer.start_as_current_span(f"{method} {path}", kind=self.state.server_span_kind)
+        with span as current:
+            try:
+                if (
+                    self._expected_auth is not None
+                    and path.startswith("/v1/")
+                    and not self._authorized(scope)
+                ):
+                    route = "/v1/*"
+                    await _send_error(
+                        send_tracking,
+                        401,
+                        "unauthorized",
+                        "missing or wrong bearer token",
+                        [(b"www-authenticate", b'Bearer realm="mobius-sidecar"')],
+                    )
+                elif path.startswith(CACHE_PREFIX) and (method == "GET" or method == "HEAD"):
+                    route = CACHE_ROUTE
+                    await self._read(scope, send_tracking, head=method == "HEAD")
+                else:
+                    await self._forward(scope, receive, send_tracking)
+                    matched = scope.get("route")
+                    route = getattr(matched, "path", None) or "unmatched"
+            finally:
+                self.state.http_metrics.observe(method, route, status, time.perf_counter() - started)
+                if current is not None:
+                    current.update_name(f"{method} {route}")
+                    current.set_attribute("http.request.method", method)
+                    current.set_attribute("http.route", route)
+                    current.set_attribute("http.response.status_code", status)
+
+    def _authorized(self, scope: Scope) -> bool:
+        given = _header(scope, b"authorization")
+        return given is not None and hmac.compare_digest(given, self._expected_auth or b"")
+
+    async def _read(self, scope: Scope, send: Send, *, head: bool) -> None:
+        cache = self.state.cache
+        if cache is None:  # only between accept and lifespan start-up, which uvicorn does not allow
+            await _send_error(send, 503, "starting", "the sidecar is starting", [(b"retry-after", b"1")])
+            return
+        key = scope["path"][len(CACHE_PREFIX) :]
+        inm = _header(scope, b"if-none-match")
+        status, headers, body = await read_response(cache, key, head=head, if_none_match=inm)
+        if not head and status != 304:
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the request to FastAPI, with the body read up front and held to the size limit."""
+        if scope["method"] in _BODYLESS:
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_error(
+            send,
+            413,
+            "body_too_large",
+            f"the request body exceeds {self._max_body} bytes (MOBIUS_MAX_BODY_BYTES)",
+            [(b"connection", b"close")],
+        )
