@@ -11,7 +11,8 @@
     └── CacheUnavailableError                  Redis cannot serve the request now; retry later
         ├── CircuitOpenError                     the breaker is open: failed at once, Redis was not asked
         ├── PoolExhaustedError                   no free connection within pool_timeout
-        └── CacheTimeoutError                    Redis did not answer within the socket timeout
+        ├── CacheTimeoutError                    Redis did not answer within the socket timeout
+        └── InvalidationQueuedError              an invalidation could not run now; it is queued and replayed
 
 redis-py's exceptions are translated in exactly one place (:func:`translate`); nothing is swallowed there.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidKeyError",
     "InvalidTTLError",
+    "InvalidationQueuedError",
     "PoolExhaustedError",
     "SerializationError",
     "ValueTooLargeError",
@@ -78,6 +80,14 @@ class PoolExhaustedError(CacheUnavailableError):
 
 class CacheTimeoutError(CacheUnavailableError):
     pass
+
+
+class InvalidationQueuedError(CacheUnavailableError):
+    """The invalidation did not reach Redis; it is queued and will be replayed when Redis is back."""
+
+    def __init__(self, message: str, queued: int) -> None:
+        super().__init__(message)
+        self.queued = queued
 
 
 def translate(exc: BaseException) -> CacheError:

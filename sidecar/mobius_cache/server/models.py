@@ -41,6 +41,7 @@ class IncrReply(BaseModel):
 
 class DeletedReply(BaseModel):
     deleted: int = Field(description="number of Redis keys removed")
+    queued: int = Field(default=0, description="invalidations queued for replay (Redis unreachable)")
 
 
 class BatchGetRequest(_Strict):

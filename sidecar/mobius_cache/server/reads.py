@@ -6,8 +6,9 @@ the documented FastAPI route returns the same result as a Response. No pydantic 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from mobius_cache._envelope import Entry
 from mobius_cache._exceptions import CacheError
 
 from .errors import error_for, error_payload
@@ -44,16 +45,15 @@ async def read_response(
     cache: Cache, key: str, *, head: bool = False, if_none_match: bytes | None = None
 ) -> RawResponse:
     """Look ``key`` up and build the answer: a hit, a 304, a miss, a bypass (Redis down) or an input error."""
-    from mobius_cache import MISS  # imported late: nothing heavy runs at import
-
     try:
-        entry: Any = await cache.get_entry(key)
+        entry, outcome = await cache.lookup(key)
     except CacheError as exc:
         err = error_for(exc)
         extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
         return RawResponse(err.status, [_JSON, *extra], b"" if head else error_payload(err.code, err.detail))
-    if entry is MISS:
-        bypass = getattr(cache, "last_read_bypassed", False) or cache.circuit_state != "closed"
+    if not isinstance(entry, Entry):
+        # "bypass": the circuit is open; "error": Redis failed this read. Either way Redis did not answer.
+        bypass = outcome != "miss"
         body = _BYPASS_BODY if bypass else _MISS_BODY
         return RawResponse(404, [_JSON, _BYPASS if bypass else _MISS], b"" if head else body)
     etag = entry.etag.encode()

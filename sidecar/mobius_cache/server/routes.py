@@ -8,13 +8,14 @@ front door is not in use (in-process tests, embedding).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mobius_cache._exceptions import CacheError
+from mobius_cache._exceptions import CacheError, InvalidationQueuedError
 
 from .errors import ApiError, ErrorBody
 from .models import (
@@ -197,13 +198,34 @@ async def _expected_etag(cache: Cache, key: str, if_match: str) -> str:
     return etag
 
 
-@router.delete("/v1/cache/{key:path}", summary="Delete a value", responses=_ERRORS)
+_QUEUED = {
+    202: {
+        "model": DeletedReply,
+        "description": "Redis is unreachable: the invalidation is queued and replayed when it is back",
+    }
+}
+
+
+async def _invalidation(work: Awaitable[int]) -> Response | DeletedReply:
+    """Run an invalidation; one that could not reach Redis is queued by the cache, and we answer 202."""
+    try:
+        return DeletedReply(deleted=await work)
+    except InvalidationQueuedError as exc:
+        return JSONResponse({"deleted": 0, "queued": exc.queued}, 202)
+
+
+@router.delete(
+    "/v1/cache/{key:path}",
+    summary="Delete a value",
+    responses={**_QUEUED, **_ERRORS},
+    response_model=DeletedReply,
+)
 async def delete_value(
     key: KeyParam,
     request: Request,
     cascade: Annotated[bool, Query(description="also remove keys that depend on this one")] = False,
-) -> DeletedReply:
-    return DeletedReply(deleted=await _cache(request).delete(key, cascade=cascade))
+) -> Response | DeletedReply:
+    return await _invalidation(_cache(request).delete(key, cascade=cascade))
 
 
 @router.post("/v1/cache/{key:path}/incr", summary="Add to a counter atomically", responses=_ERRORS)
@@ -238,35 +260,40 @@ async def batch_set(body: BatchSetRequest, request: Request) -> BatchSetReply:
     return BatchSetReply(stored=await cache.set_many(items) if items else 0)
 
 
-@router.post("/v1/invalidate", summary="Invalidate by keys, pattern, tags or cascade", responses=_ERRORS)
-async def invalidate(body: InvalidateRequest, request: Request) -> DeletedReply:
+@router.post(
+    "/v1/invalidate",
+    summary="Invalidate by keys, pattern, tags or cascade",
+    responses={**_QUEUED, **_ERRORS},
+    response_model=DeletedReply,
+)
+async def invalidate(body: InvalidateRequest, request: Request) -> Response | DeletedReply:
     if not (body.keys or body.pattern or body.tags or body.cascade):
         raise ApiError(422, "invalid_request", "give at least one of keys, pattern, tags or cascade")
     cache = _cache(request)
-    deleted = 0
-    for key in dict.fromkeys(body.keys):
-        deleted += await cache.invalidate(key)
-    if body.pattern:
-        deleted += await cache.invalidate_pattern(body.pattern)
-    if body.tags:
-        deleted += await cache.invalidate_tags(*body.tags)
-    if body.cascade:
-        deleted += await cache.invalidate(body.cascade, cascade=True)
-    return DeletedReply(deleted=deleted)
+
+    async def run() -> int:
+        deleted = 0
+        if body.keys:
+            deleted += await cache.invalidate_keys(list(dict.fromkeys(body.keys)))
+        if body.pattern:
+            deleted += await cache.invalidate_pattern(body.pattern)
+        if body.tags:
+            deleted += await cache.invalidate_tags(*body.tags)
+        if body.cascade:
+            deleted += await cache.invalidate(body.cascade, cascade=True)
+        return deleted
+
+    return await _invalidation(run())
 
 
 async def redis_state(cache: Cache, limit: float = 1.0) -> dict[str, Any]:
-    """Redis as seen from here, within ``limit`` seconds: up/down, circuit, and health() when it answers."""
+    """Redis as seen from here, within ``limit`` seconds: up/down, circuit, and what health() reports."""
     try:
         health = await asyncio.wait_for(cache.health(), limit)
     except (CacheError, TimeoutError, OSError) as exc:
-        return {
-            "up": False,
-            "circuit": cache.circuit_state,
-            "ping_ms": None,
-            "error": str(exc) or type(exc).__name__,
-        }
-    return {"up": True, "circuit": cache.circuit_state, "error": None, **health}
+        health = {"ok": False, "error": str(exc) or type(exc).__name__}
+    up = bool(health.pop("ok", False))
+    return {"ping_ms": None, "error": None, **health, "up": up, "circuit": cache.circuit_state}
 
 
 @router.get("/v1/stats", summary="Hit ratio, pool, circuit, Redis memory, slow operations", responses=_ERRORS)

@@ -1,0 +1,345 @@
+"""Invalidation by key, cascade, glob pattern and tag; the events channel; the replay queue.
+
+Data structures (all under the cache prefix; see docs/invalidation.md for the diagram and costs):
+
+- ``<prefix>~tag:<tag>``      sorted set: member = Redis key carrying the tag, score = its expiry (ms)
+- ``<prefix>~deps:<parent>``  sorted set: member = Redis key depending on ``parent``, score = its expiry (ms)
+
+Both are written in the same atomic step as the value (a Lua script; on a cluster, index first, then value),
+pruned of expired members on every write, and consumed in bounded batches (ZPOPMIN 500) on invalidation: no
+reply is ever unbounded, no command blocks Redis. Pattern invalidation is SCAN + UNLINK in batches of 1000,
+never KEYS, and always inside the prefix.
+
+Every invalidation is published on ``<prefix>events`` so every instance (and any subscriber in any language)
+sees it. One that cannot reach Redis is queued (bounded; on overflow the queue collapses into one
+invalidation of the whole prefix, so nothing is ever silently lost) and replayed in order when Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.asyncio import Redis
+
+from ._exceptions import CacheError, CacheUnavailableError, InvalidationQueuedError, InvalidInputError
+from ._keys import validate_key, validate_tag
+
+if TYPE_CHECKING:
+    from ._client import Cache
+
+__all__ = ["InvalidationOp", "Invalidator"]
+
+log = logging.getLogger("mobius_cache")
+
+BATCH = 500
+SCAN_COUNT = 1000
+MAX_CASCADE = 100_000
+
+
+@dataclass(frozen=True)
+class InvalidationOp:
+    kind: str  # key | cascade | pattern | tag
+    items: tuple[str, ...]
+    created: float = field(default_factory=time.time)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class Invalidator:
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.queue: deque[InvalidationOp] = deque()
+        self.dropped_into_full_flush = 0
+        self._listeners: list[Callable[[dict[str, Any]], Any]] = []
+        self._sub_task: asyncio.Task[None] | None = None
+        self._sub_ready = asyncio.Event()
+        self._replay_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # --- public operations -------------------------------------------------------------------------------
+    async def keys(self, keys: Sequence[str], *, cascade: bool = False) -> int:
+        if isinstance(keys, str):
+            keys = [keys]
+        items = tuple(validate_key(k) for k in keys)
+        return await self._run(InvalidationOp("cascade" if cascade else "key", items))
+
+    async def pattern(self, pattern: str) -> int:
+        if not isinstance(pattern, str) or not pattern or len(pattern) > 512 or any(c.isspace() for c in pattern):
+            raise InvalidInputError("a pattern must be a non-empty glob without whitespace, e.g. 'search:*'")
+        return await self._run(InvalidationOp("pattern", (pattern,)))
+
+    async def tags(self, tags: Sequence[str]) -> int:
+        items = tuple(validate_tag(t) for t in tags)
+        if not items:
+            return 0
+        return await self._run(InvalidationOp("tag", items))
+
+    # --- running, queueing, replaying ------------------------------------------------------------------------
+    async def _run(self, op: InvalidationOp) -> int:
+        if self.queue:
+            # Keep order: an invalidation may not overtake an older queued one.
+            self._enqueue(op)
+            raise InvalidationQueuedError(
+                f"{op.kind} invalidation queued behind {len(self.queue) - 1} others until Redis is back",
+                len(self.queue),
+            )
+        try:
+            n = await self._apply(op)
+        except CacheUnavailableError as exc:
+            self._enqueue(op)
+            raise InvalidationQueuedError(
+                f"Redis is unreachable; the {op.kind} invalidation is queued and will be replayed: {exc}",
+                len(self.queue),
+            ) from exc
+        await self._publish(op, n)
+        return n
+
+    def _enqueue(self, op: InvalidationOp) -> None:
+        limit = self.cache.config.invalidation_queue_size
+        if limit and len(self.queue) >= limit:
+            # Overflow: one invalidation of everything under the prefix replaces the queue. Coarse, but
+            # nothing that should have been removed can survive.
+            self.dropped_into_full_flush += len(self.queue)
+            log.error("invalidation queue full (%d): collapsing into one invalidation of the prefix", limit)
+            self.queue.clear()
+            op = InvalidationOp("pattern", ("*",))
+        self.queue.append(op)
+        if self._replay_task is None or self._replay_task.done():
+            self._replay_task = asyncio.ensure_future(self._replay_loop())
+        self._wake.set()
+
+    def on_redis_back(self) -> None:
+        self._wake.set()
+
+    async def _replay_loop(self) -> None:
+        breaker = self.cache.breaker
+        while self.queue:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.05, breaker.retry_after()) + 0.01)
+            while self.queue:
+                op = self.queue[0]
+                try:
+                    n = await self._apply(op)
+                except CacheUnavailableError:
+                    break
+                except CacheError as exc:
+                    log.error("dropping an invalidation Redis refused: %s (%s)", op, exc)
+                    self.queue.popleft()
+                    continue
+                self.queue.popleft()
+                log.info("replayed a queued %s invalidation (%d keys)", op.kind, n)
+                with contextlib.suppress(CacheError):
+                    await self._publish(op, n)
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until the queue is empty (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        while self.queue and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return not self.queue
+
+    # --- applying ----------------------------------------------------------------------------------------------
+    async def _apply(self, op: InvalidationOp) -> int:
+        metrics = self.cache.metrics
+        if op.kind == "key":
+            n = await self._unlink([self.cache.keys.full(k) for k in op.items])
+        elif op.kind == "cascade":
+            n = await self._cascade([self.cache.keys.full(k) for k in op.items])
+        elif op.kind == "pattern":
+            n = await self._pattern(op.items[0])
+        else:
+            n = await self._tags(op.items)
+        metrics.invalidations[op.kind] += 1
+        return n
+
+    async def _unlink(self, redis_keys: Sequence[str]) -> int:
+        if not redis_keys:
+            return 0
+        cache = self.cache
+        total = 0
+        if cache.executor.cluster:
+            for i in range(0, len(redis_keys), BATCH):
+                replies = await cache._exec_many([("UNLINK", k) for k in redis_keys[i : i + BATCH]])
+                total += sum(int(r) for r in replies if not isinstance(r, Exception))
+            return total
+        for i in range(0, len(redis_keys), BATCH):
+            total += int(await cache._exec("UNLINK", *redis_keys[i : i + BATCH]))
+        return total
+
+    async def _drain_index(self, index_keys: Sequence[str]) -> dict[str, list[str]]:
+        """Pop every member of each index sorted set, in bounded batches; returns members per index."""
+        out: dict[str, list[str]] = {k: [] for k in index_keys}
+        pending = list(index_keys)
+        while pending:
+            replies = await self.cache._exec_many([("ZPOPMIN", k, BATCH) for k in pending])
+            again = []
+            for k, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, Exception):
+                    raise CacheError(f"reading index {k}: {reply}")
+                members = _members(reply)
+                out[k].extend(members)
+                if len(members) >= BATCH:
+                    again.append(k)
+            pending = again
+        return out
+
+    async def _tags(self, tags: Sequence[str]) -> int:
+        ks = self.cache.keys
+        index = await self._drain_index([ks.tag_key(t) for t in tags])
+        members = list(dict.fromkeys(m for ms in index.values() for m in ms))
+        n = await self._unlink(members)
+        await self._unlink(list(index))
+        return n
+
+    async def _cascade(self, roots: Sequence[str]) -> int:
+        """Breadth-first over the dependents indexes: one round trip per level, cycle-safe (visited set) and
+        bounded (MAX_CASCADE keys)."""
+        ks = self.cache.keys
+        visited: set[str] = set(roots)
+        frontier = list(roots)
+        deleted = 0
+        while frontier:
+            index = await self._drain_index([ks.deps_key(k) for k in frontier])
+            deleted += await self._unlink(frontier)
+            await self._unlink(list(index))
+            nxt = []
+            for members in index.values():
+                for m in members:
+                    if m not in visited:
+                        visited.add(m)
+                        nxt.append(m)
+            if len(visited) > MAX_CASCADE:
+                log.error("cascade stopped after %d keys (limit %d)", len(visited), MAX_CASCADE)
+                deleted += await self._unlink(nxt)
+                break
+            frontier = nxt
+        return deleted
+
+    async def _pattern(self, pattern: str) -> int:
+        cache = self.cache
+        match = _glob_escape(cache.keys.prefix) + pattern
+        total = 0
+        if cache.executor.cluster:
+            batch: list[str] = []
+            rc = cache.executor.redis  # type: ignore[attr-defined]
+            try:
+                async for key in rc.scan_iter(match=match, count=SCAN_COUNT):
+                    batch.append(key.decode() if isinstance(key, bytes) else key)
+                    if len(batch) >= SCAN_COUNT:
+                        total += await self._unlink(batch)
+                        batch = []
+            except CacheError:
+                raise
+            except Exception as exc:
+                from ._exceptions import translate
+
+                raise translate(exc) from exc
+            return total + await self._unlink(batch)
+        cursor = 0
+        while True:
+            reply = await cache._exec("SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT)
+            cursor = int(reply[0])
+            keys = [k.decode() if isinstance(k, bytes) else k for k in reply[1]]
+            total += await self._unlink(keys)
+            if cursor == 0:
+                return total
+
+    # --- events --------------------------------------------------------------------------------------------------
+    async def _publish(self, op: InvalidationOp, deleted: int) -> None:
+        event = {
+            "kind": op.kind,
+            "items": list(op.items),
+            "deleted": deleted,
+            "origin": self.cache.instance_id,
+            "ts": time.time(),
+        }
+        try:
+            await self.cache._exec("PUBLISH", self.cache.keys.events_channel, orjson.dumps(event))
+            self.cache.metrics.invalidations["event"] += 1
+        except CacheError as exc:  # the invalidation itself happened; only the notice is lost
+            log.warning("invalidation done but its event was not published: %s", exc)
+
+    def add_listener(self, callback: Callable[[dict[str, Any]], Any]) -> None:
+        self._listeners.append(callback)
+        if self._sub_task is None:
+            self._sub_task = asyncio.ensure_future(self._subscribe_loop())
+
+    async def wait_subscribed(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self._sub_ready.wait(), timeout)
+
+    async def _subscribe_loop(self) -> None:
+        cfg = self.cache.config
+        url = cfg.redis_url.replace("+cluster://", "://")
+        while True:
+            client = Redis.from_url(
+                url,
+                password=cfg.redis_password,
+                socket_connect_timeout=cfg.redis_socket_connect_timeout,
+                socket_keepalive=True,
+            )
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.cache.keys.events_channel)
+                self._sub_ready.set()
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    try:
+                        event = orjson.loads(msg["data"])
+                    except orjson.JSONDecodeError:
+                        continue
+                    await self._dispatch(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._sub_ready.clear()
+                log.warning("events subscription lost (%s); reconnecting", exc)
+                await asyncio.sleep(min(2.0, cfg.breaker_reset_timeout))
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()
+
+    async def _dispatch(self, event: dict[str, Any]) -> None:
+        for callback in list(self._listeners):
+            try:
+                result = callback(event)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("an on_invalidate listener failed")
+
+    async def close(self) -> None:
+        for task in (self._sub_task, self._replay_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._sub_task = None
+
+
+def _members(reply: Any) -> list[str]:
+    """ZPOPMIN's reply as member names: RESP2 gives a flat [member, score, ...] list; redis-py may pair them."""
+    if not reply:
+        return []
+    out: list[str] = []
+    if isinstance(reply[0], list | tuple):
+        items = [pair[0] for pair in reply]
+    else:
+        items = reply[0::2]
+    for m in items:
+        out.append(m.decode("utf-8", "surrogateescape") if isinstance(m, bytes) else str(m))
+    return out

@@ -1,0 +1,385 @@
+"""Connections to Redis: a lean bounded pool and the command executors.
+
+redis-py stays responsible for what it does well — URL parsing, auth, TLS, unix sockets, the RESP parser
+(hiredis), cluster routing — but its asyncio ``BlockingConnectionPool`` acquires under a Condition, a timeout
+context and observability hooks on every command, and ``Redis.execute_command`` adds a retry wrapper and two
+more awaits. On a 60 µs round trip that is most of the client's CPU. So this module keeps redis-py
+``Connection`` objects in a small pool of its own (a deque; waiting only when exhausted, bounded by
+``pool_timeout``) and talks to them with ``send_packed_command``/``read_response``.
+
+Implicit pipelining (like ioredis' autopipelining): a command issued while other commands are in flight is
+queued; everything queued within one event-loop tick is written as one pipeline on one connection, and the
+replies are handed back in order. Errors stay per command (a Redis error reply fails only its own command; a
+broken connection fails the commands that were on it). A lone caller (nothing in flight) goes straight to a
+connection, so sequential latency is unchanged.
+
+``RedisPyExecutor`` runs every command through ``redis.asyncio.Redis.execute_command`` instead; it is used when
+OpenTelemetry's redis instrumentation is active (it patches that method) and as the benchmark baseline.
+``ClusterExecutor`` uses redis-py's ``RedisCluster`` (slot routing, MOVED/ASK, failover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, Connection, parse_url
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._exceptions import PoolExhaustedError
+
+__all__ = ["ClusterExecutor", "Executor", "LeanExecutor", "Pool", "RedisPyExecutor", "make_executor"]
+
+log = logging.getLogger("mobius_cache")
+
+Command = Sequence[Any]
+_MAX_BATCH = 512
+
+
+class Executor(Protocol):
+    """What ``Cache`` needs from a connection layer."""
+
+    cluster: bool
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def execute(self, *args: Any) -> Any: ...
+    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Run commands in one round trip; returns each reply or the exception of that command."""
+        ...
+
+    def pool_stats(self) -> dict[str, int]: ...
+
+
+def _connection_kwargs(url: str, password: str | None, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    if password and not kwargs.get("password"):
+        kwargs["password"] = password
+    kwargs.update(
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),  # retries are the Cache's, within its budget, counted by its breaker
+    )
+    return kwargs
+
+
+class Pool:
+    """A bounded pool of redis-py connections. ``acquire`` is a deque pop unless the pool is exhausted."""
+
+    def __init__(self, factory: Callable[[], AbstractConnection], max_size: int, min_size: int, timeout: float):
+        self._factory = factory
+        self.max_size = max_size
+        self.min_size = min_size
+        self.timeout = timeout
+        self._idle: deque[AbstractConnection] = deque()
+        self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
+        self.in_use = 0
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self.in_use + len(self._idle)
+
+    async def start(self) -> None:
+        """Open ``min_size`` connections now, so the first requests do not pay for connecting. A Redis that is
+        down at start-up is logged, not fatal: the cache fails open and the breaker takes over."""
+        conns = [self._factory() for _ in range(max(0, self.min_size - self.size))]
+        results = await asyncio.gather(*(c.connect() for c in conns), return_exceptions=True)
+        for conn, result in zip(conns, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("could not open a Redis connection at start-up: %s", result)
+                await conn.disconnect()
+            else:
+                self._idle.append(conn)
+
+    async def acquire(self) -> AbstractConnection:
+        if self._idle:
+            self.in_use += 1
+            return self._idle.pop()
+        if self._closed:
+            raise redis_errors.ConnectionError("the cache is closed")
+        if self.size < self.max_size:
+            self.in_use += 1
+            return self._factory()  # connects on first send
+        return await self._wait()
+
+    async def _wait(self) -> AbstractConnection:
+        fut: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            return await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError:
+            raise PoolExhaustedError(
+                f"all {self.max_size} Redis connections stayed busy for {self.timeout}s "
+                "(raise redis_max_connections or pool_timeout, or lower the concurrency)"
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+
+    def release(self, conn: AbstractConnection) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)  # in_use unchanged: handed over
+                return
+        self.in_use -= 1
+        if self._closed:
+            asyncio.ensure_future(conn.disconnect())
+        else:
+            self._idle.append(conn)
+
+    def discard(self, conn: AbstractConnection) -> None:
+        """A connection that failed or was interrupted mid-reply: close it, and let a waiter open a new one."""
+        asyncio.ensure_future(_quiet_disconnect(conn))
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(self._factory())
+                return
+        self.in_use -= 1
+
+    def stats(self) -> dict[str, int]:
+        return {"max": self.max_size, "in_use": self.in_use, "idle": len(self._idle)}
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = list(self._idle), deque()
+        await asyncio.gather(*(_quiet_disconnect(c) for c in idle))
+
+
+async def _quiet_disconnect(conn: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.disconnect(nowait=True)
+
+
+class LeanExecutor:
+    """Standalone Redis through :class:`Pool`, with implicit pipelining of concurrent commands."""
+
+    cluster = False
+
+    def __init__(self, pool: Pool, *, autopipeline: bool = True) -> None:
+        self.pool = pool
+        self.autopipeline = autopipeline
+        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # how many pipelines were sent (tests and benchmarks read it)
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pool.close()
+
+    def pool_stats(self) -> dict[str, int]:
+        return self.pool.stats()
+
+    async def execute(self, *args: Any) -> Any:
+        if not self.autopipeline or (self._inflight == 0 and not self._pending):
+            return await self._direct(args)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((args, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    async def _direct(self, args: Command) -> Any:
+        conn = await self.pool.acquire()
+        self._inflight += 1
+        try:
+            await conn.send_packed_command(conn.pack_command(*args), False)
+            reply = await conn.read_response()
+        except redis_errors.ResponseError:
+            self.pool.release(conn)  # the error reply was read in full: the connection is fine
+            raise
+        except BaseException:
+            self.pool.discard(conn)
+            raise
+        else:
+            self.pool.release(conn)
+            return reply
+        finally:
+            self._inflight -= 1
+
+    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        await self._run_batch(list(zip(commands, futs, strict=True)))
+        return [f.exception() or f.result() for f in futs]
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), _MAX_BATCH):
+            task = asyncio.ensure_future(self._run_batch(pending[i : i + _MAX_BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+        self._inflight += len(batch)
+        self.batches += 1
+        try:
+            try:
+                conn = await self.pool.acquire()
+            except Exception as exc:
+                _fail(batch, exc)
+                return
+            done = 0
+            try:
+                await conn.send_packed_command(conn.pack_commands([c for c, _ in batch]), False)
+                for _cmd, fut in batch:
+                    try:
+                        reply = await conn.read_response()
+                    except redis_errors.ResponseError as exc:
+                        reply = exc
+                    done += 1
+                    if not fut.done():
+                        if isinstance(reply, redis_errors.ResponseError):
+                            fut.set_exception(reply)
+                        else:
+                            fut.set_result(reply)
+            except BaseException as exc:
+                self.pool.discard(conn)
+                _fail(batch[done:], exc if isinstance(exc, Exception) else redis_errors.ConnectionError("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                self.pool.release(conn)
+        finally:
+            self._inflight -= len(batch)
+
+
+def _fail(batch: Sequence[tuple[Command, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _cmd, fut in batch:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+class RedisPyExecutor:
+    """Every command through ``redis.asyncio.Redis.execute_command`` (instrumentable, the baseline)."""
+
+    cluster = False
+
+    def __init__(self, url: str, kwargs: dict[str, Any], max_size: int, min_size: int, timeout: float) -> None:
+        conn_kwargs = {k: v for k, v in kwargs.items() if k != "retry"}
+        self._pool = BlockingConnectionPool(max_connections=max_size, timeout=timeout, **conn_kwargs)
+        self.redis = Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
+        self._min = min_size
+
+    async def start(self) -> None:
+        conns = []
+        try:
+            for _ in range(self._min):
+                conns.append(await self._pool.get_connection())
+        except Exception as exc:
+            log.warning("could not open a Redis connection at start-up: %s", exc)
+        finally:
+            for c in conns:
+                await self._pool.release(c)
+
+    async def close(self) -> None:
+        await self.redis.aclose(close_connection_pool=True)
+
+    async def execute(self, *args: Any) -> Any:
+        return await self.redis.execute_command(*args, **{"NEVER_DECODE": True})
+
+    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cmd in commands:
+                pipe.execute_command(*cmd)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def pool_stats(self) -> dict[str, int]:
+        in_use = len(self._pool._in_use_connections)
+        return {"max": self._pool.max_connections, "in_use": in_use, "idle": len(self._pool._available_connections)}
+
+
+class ClusterExecutor:
+    """Redis Cluster through redis-py's ``RedisCluster``: slot routing, redirections and failover are its job.
+    Multi-key commands are split per slot by the caller (``Cache``), never sent across slots."""
+
+    cluster = True
+
+    def __init__(self, url: str, kwargs: dict[str, Any], max_size: int) -> None:
+        host, port = kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379))
+        extra = {k: v for k, v in kwargs.items() if k in ("password", "username", "socket_timeout", "socket_connect_timeout")}
+        self.redis = RedisCluster(
+            startup_nodes=[ClusterNode(host, port)],
+            max_connections=max_size,
+            retry=Retry(NoBackoff(), 1),  # one retry lets redis-py follow a failover
+            cluster_error_retry_attempts=1,
+            require_full_coverage=False,
+            **extra,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self.redis.initialize()
+        except Exception as exc:
+            log.warning("could not reach the Redis Cluster at start-up: %s", exc)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def execute(self, *args: Any) -> Any:
+        return await self.redis.execute_command(*args, **{"NEVER_DECODE": True})
+
+    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cmd in commands:
+                pipe.execute_command(*cmd)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def pool_stats(self) -> dict[str, int]:
+        in_use = idle = total_max = 0
+        for node in self.redis.get_nodes():
+            in_use += len(getattr(node, "_connections", [])) - len(getattr(node, "_free", []))
+            idle += len(getattr(node, "_free", []))
+            total_max += getattr(node, "max_connections", 0)
+        return {"max": total_max, "in_use": in_use, "idle": idle}
+
+
+def make_executor(
+    url: str,
+    *,
+    password: str | None,
+    max_size: int,
+    min_size: int,
+    pool_timeout: float,
+    socket_timeout: float,
+    connect_timeout: float,
+    autopipeline: bool,
+) -> Executor:
+    cluster = "+cluster://" in url
+    plain_url = url.replace("+cluster://", "://")
+    kwargs = _connection_kwargs(plain_url, password, socket_timeout, connect_timeout)
+    if cluster:
+        return ClusterExecutor(plain_url, kwargs, max_size)
+    if _redis_is_instrumented():
+        log.info("redis-py is instrumented (tracing): commands go through Redis.execute_command")
+        return RedisPyExecutor(plain_url, kwargs, max_size, min_size, pool_timeout)
+    connection_class = kwargs.pop("connection_class", Connection)
+
+    def factory() -> AbstractConnection:
+        conn: AbstractConnection = connection_class(**kwargs)
+        return conn
+
+    return LeanExecutor(Pool(factory, max_size, min_size, pool_timeout), autopipeline=autopipeline)
+
+
+def _redis_is_instrumented() -> bool:
+    return hasattr(Redis.execute_command, "__wrapped__")
