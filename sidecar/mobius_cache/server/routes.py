@@ -198,7 +198,7 @@ async def _expected_etag(cache: Cache, key: str, if_match: str) -> str:
     return etag
 
 
-_QUEUED = {
+_QUEUED: dict[int | str, dict[str, Any]] = {
     202: {
         "model": DeletedReply,
         "description": "Redis is unreachable: the invalidation is queued and replayed when it is back",
