@@ -1,0 +1,91 @@
+"""The chart as a whole: helm lint --strict, and every value set renders objects Kubernetes 1.35 accepts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.chart import helm
+
+MONITORING_APIS = [
+    "--api-versions",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PrometheusRule",
+]
+
+VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
+    "defaults": ({}, []),
+    "auth-off": ({"redis.auth.enabled": False}, []),
+    "persistence-on": ({"redis.persistence.enabled": True, "redis.persistence.mode": "aof"}, []),
+    "exporter-off": ({"exporter.enabled": False}, []),
+    "monitoring-on": (
+        {"monitoring.serviceMonitor.enabled": True, "monitoring.prometheusRule.enabled": True},
+        MONITORING_APIS,
+    ),
+    "external-redis": (
+        {"redis.enabled": False, "externalRedis.url": "rediss://cache.example.com:6380/0"},
+        [],
+    ),
+    "example-and-namespace-scope": ({"example.enabled": True, "operator.scope": "namespace"}, []),
+    "existing-secret": ({"redis.auth.existingSecret": "my-redis", "redis.networkPolicy.enabled": False}, []),
+}
+
+KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
+
+
+def test_lint_strict() -> None:
+    result = helm.run_helm("lint", "--strict", str(helm.CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rendered_objects_are_valid_kubernetes(name: str) -> None:
+    values, extra = VALUE_SETS[name]
+    result = helm.template(values, *extra)
+    assert result.returncode == 0, result.stderr
+    assert helm.objects(result.stdout), "nothing rendered"
+    check = subprocess.run(
+        [str(KUBERNETES_VALIDATE), "--strict", "-k", "1.35.0", "-"],
+        input=result.stdout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    errors = [line for line in check.stdout.splitlines() if line.startswith("ERROR")]
+    assert check.returncode == 0 and not errors, check.stdout + check.stderr
+
+
+def test_validation_catches_a_broken_object() -> None:
+    """The validator really fails on an unknown field, so the test above can fail."""
+    broken = "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  portz: []\n"
+    check = subprocess.run(
+        [str(KUBERNETES_VALIDATE), "--strict", "-k", "1.35.0", "-"],
+        input=broken,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode != 0
+
+
+def test_package_includes_the_linked_files(tmp_path: Path) -> None:
+    """helm package follows the symlinks: the packaged chart carries the CRD, dashboards and rules."""
+    result = helm.run_helm("package", str(helm.CHART), "-d", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+
+    (archive,) = tmp_path.glob("mobius-cache-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert "mobius-cache/files/crds/cacheconfig.yaml" in names
+    assert "mobius-cache/files/dashboards/alerts.rules.yaml" in names
+    assert {n for n in names if n.endswith(".json") and "/files/dashboards/" in n}
+    packaged_code = {n for n in names if n.endswith(".py") and "/files/dashboards/" in n}
+    assert not packaged_code, "the dashboards' build code was packaged"
