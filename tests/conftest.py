@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from mobius_cache import Cache, CacheConfig
 from tests.servers import RedisCluster, RedisServer
 
 
@@ -37,3 +40,38 @@ def redis_cluster() -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    """A private metrics registry, so each test sees only its own cache's metrics."""
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix unique to the test, so tests sharing one Redis never see each other's keys."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+def make_config(url: str, prefix: str = "mobius:", **overrides: object) -> CacheConfig:
+    """A test configuration: small retry delays and a quick breaker, so fault tests stay fast."""
+    values: dict[str, object] = {
+        "redis_url": url,
+        "cache_prefix": prefix,
+        "redis_min_connections": 2,
+        "redis_socket_timeout": 1.0,
+        "redis_socket_connect_timeout": 0.5,
+        "breaker_reset_timeout": 0.3,
+        "retry_backoff": 0.01,
+        "slow_op_threshold_ms": 1000,
+    }
+    values.update(overrides)
+    return CacheConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def cache(shared_redis: RedisServer, prefix: str, registry: CollectorRegistry) -> AsyncIterator[Cache]:
+    """A started ``Cache`` on the shared Redis, with its own prefix and registry."""
+    async with Cache(make_config(shared_redis.url, prefix), registry=registry) as c:
+        yield c

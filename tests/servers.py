@@ -99,9 +99,13 @@ class RedisServer:
         client = redis.Redis(host=HOST, port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
             while time.monotonic() < deadline:
-                with contextlib.suppress(redis.exceptions.RedisError):
+                try:
                     if client.ping():
                         return
+                except (redis.exceptions.ResponseError, redis.exceptions.AuthenticationError):
+                    return  # it answered (e.g. NOAUTH): it is up
+                except redis.exceptions.RedisError:
+                    pass
                 if self.proc is not None and self.proc.poll() is not None:
                     raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
                 time.sleep(0.01)
@@ -193,8 +197,15 @@ class RedisCluster:
             )
             self.nodes.append(server.start())
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *[f"{HOST}:{p}" for p in ports], "--cluster-replicas", "1"]
-            + ["--cluster-yes"],
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"{HOST}:{p}" for p in ports],
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=60,

@@ -17,7 +17,17 @@ STATE_NAMES = {CLOSED: "closed", HALF_OPEN: "half-open", OPEN: "open"}
 
 
 class CircuitBreaker:
-    __slots__ = ("_clock", "_on_change", "_opened_at", "_probing", "closed", "failures", "reset_timeout", "state", "threshold")
+    __slots__ = (
+        "_clock",
+        "_on_change",
+        "_opened_at",
+        "_probing",
+        "closed",
+        "failures",
+        "reset_timeout",
+        "state",
+        "threshold",
+    )
 
     def __init__(
         self,

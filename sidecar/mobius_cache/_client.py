@@ -9,6 +9,8 @@ circuit breaker and translates the error once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import random
 import time
@@ -83,7 +85,9 @@ class Cache:
     ``registry``: the prometheus-client registry the metrics are exported on (default: the global one).
     """
 
-    def __init__(self, config: CacheConfig | None = None, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, config: CacheConfig | None = None, *, registry: CollectorRegistry | None = None
+    ) -> None:
         self._config = config or CacheConfig()
         self._ks = KeySpace(self._config)
         self._registry = registry
@@ -388,7 +392,9 @@ class Cache:
         fk = ks.full(key)
         eff_ttl = ks.resolve_ttl(key, ttl)
         cfg = self._config
-        stored = encode_raw(data, content_type, limit=cfg.max_value_bytes, compress_over=cfg.compress_threshold)
+        stored = encode_raw(
+            data, content_type, limit=cfg.max_value_bytes, compress_over=cfg.compress_threshold
+        )
         cond = "NX" if if_absent else (if_etag.strip().strip('"') if if_etag else "")
         ok = await self._store(key, fk, stored, eff_ttl, tags, depends_on, cond)
         return SetResult(ok, eff_ttl, etag_of(stored))
@@ -396,8 +402,17 @@ class Cache:
     def _encode(self, key: str, value: Any) -> bytes:
         cfg = self._config
         serializer = self._ks.strategy(key).serializer
-        if serializer == "float32" and isinstance(value, str | bytes | dict):
-            serializer = "auto"  # a namespace's odd value (e.g. metadata) still stores
+        if serializer != "auto" and (
+            isinstance(value, str | bytes | bytearray | memoryview)
+            or (
+                serializer == "float32"
+                and not isinstance(value, list | tuple)
+                and not hasattr(value, "astype")
+            )
+        ):
+            # A namespace's serializer is for its structured values; text and bytes always store as
+            # themselves, and a non-vector in the embeddings namespace (e.g. metadata) still stores.
+            serializer = "auto"
         return encode(value, serializer, limit=cfg.max_value_bytes, compress_over=cfg.compress_threshold)
 
     async def _store(
@@ -433,7 +448,9 @@ class Cache:
         self.metrics.observe("set", time.perf_counter() - t0, key)
         return ok
 
-    async def _store_cluster(self, fk: str, stored: bytes, ttl: int, index_keys: list[str], cond: str) -> bool:
+    async def _store_cluster(
+        self, fk: str, stored: bytes, ttl: int, index_keys: list[str], cond: str
+    ) -> bool:
         """Cluster: the value and its index entries live in different slots, so no single atomic step exists.
         The index entries are written first: a value is never visible without them (an index entry without
         a value only costs a no-op UNLINK later)."""
@@ -454,7 +471,8 @@ class Cache:
         return bool(await self._script(SET_INDEXED, [fk], [stored, ttl, cond]))
 
     async def set_many(
-        self, items: Mapping[str, Any] | Iterable[tuple[str, Any] | tuple[str, Any, int | None] | Sequence[Any]]
+        self,
+        items: Mapping[str, Any] | Iterable[tuple[str, Any] | tuple[str, Any, int | None] | Sequence[Any]],
     ) -> int:
         """Store many values in one round trip. ``items``: a mapping, or (key, value[, ttl[, tags]]) tuples.
         Everything is validated and encoded before anything is sent."""
@@ -542,19 +560,18 @@ class Cache:
         fk = self._ks.prefix + key
         pending = self._loads.get(fk)
         if pending is not None:
-            return await asyncio.shield(pending)  # type: ignore[no-any-return]
+            return await asyncio.shield(pending)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._loads[fk] = fut
         try:
-            result = loader()
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                result = await result
+            produced = loader()
+            result: T = await produced if inspect.isawaitable(produced) else produced
             try:
                 await self.set(key, result, ttl, **set_kwargs)
             except CacheUnavailableError as exc:
                 log.warning("loaded %r but could not cache it: %s", key, exc)
             fut.set_result(result)
-            return result  # type: ignore[no-any-return]
+            return result
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved: waiters get it, nobody else needs to
@@ -573,10 +590,8 @@ class Cache:
         try:
             return await self.set(key, value, ttl)
         except CacheError as exc:
-            try:
+            with contextlib.suppress(CacheError):  # on failure it is queued for replay; reported below
                 await self.invalidate(key)
-            except CacheError:
-                pass  # queued by the invalidator; reported below
             raise CacheUnavailableError(
                 f"{key!r} was written to the source of truth but not to the cache; the cached copy was "
                 f"invalidated (or queued for invalidation): {exc}"
@@ -624,7 +639,9 @@ class Cache:
                 "policy": first.get("maxmemory_policy"),
                 "version": first.get("redis_version"),
                 "role": "cluster",
-                "keys": sum(int(n.get("db0", {}).get("keys", 0)) for n in nodes if isinstance(n.get("db0"), dict)),
+                "keys": sum(
+                    int(n.get("db0", {}).get("keys", 0)) for n in nodes if isinstance(n.get("db0"), dict)
+                ),
                 "evicted_keys": sum(int(n.get("evicted_keys", 0)) for n in nodes),
             }
         else:

@@ -91,11 +91,11 @@ class StrategyConfig(BaseModel):
 def _default_strategies() -> dict[str, StrategyConfig]:
     return {
         "document": StrategyConfig(ttl=7 * 24 * 3600, serializer="float32"),
-        "search": StrategyConfig(ttl=300, serializer="json"),
-        "user": StrategyConfig(ttl=1800, sliding=True, serializer="json", evictable=False),
+        "search": StrategyConfig(ttl=300),
+        "user": StrategyConfig(ttl=1800, sliding=True, evictable=False),
         "api": StrategyConfig(ttl=60),
-        "config": StrategyConfig(ttl=86400, serializer="json", warm=True),
-        "project": StrategyConfig(ttl=3600, serializer="json"),
+        "config": StrategyConfig(ttl=86400, warm=True),
+        "project": StrategyConfig(ttl=3600),
     }
 
 
@@ -132,7 +132,9 @@ class CacheConfig(BaseSettings):
     )
     slow_op_threshold_ms: float = Field(default=10.0, ge=0, description="log operations slower than this")
     retry_attempts: int = Field(default=2, ge=0, le=10, description="retries of a connection error")
-    retry_backoff: float = Field(default=0.02, ge=0, le=10, description="first retry delay, doubled each time")
+    retry_backoff: float = Field(
+        default=0.02, ge=0, le=10, description="first retry delay, doubled each time"
+    )
     retry_backoff_cap: float = Field(default=0.5, ge=0, le=60)
     breaker_failure_threshold: int = Field(default=3, ge=1, le=1000)
     breaker_reset_timeout: float = Field(

@@ -51,7 +51,9 @@ def make_cached(
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> T:
-            return await cache.get_or_set(key_for(*args, **kwargs), lambda: fn(*args, **kwargs), ttl, tags=tags)
+            return await cache.get_or_set(
+                key_for(*args, **kwargs), lambda: fn(*args, **kwargs), ttl, tags=tags
+            )
 
         async def invalidate(*args: Any, **kwargs: Any) -> int:
             return await cache.invalidate(key_for(*args, **kwargs))

@@ -129,15 +129,16 @@ def encode_raw(data: bytes, content_type: str, *, limit: int = 0, compress_over:
 
 
 def _finish(header: bytes, payload: bytes, limit: int, compress_over: int) -> bytes:
+    # The limit is on the value as the caller sees it, before compression: it bounds what a reader must
+    # hold in memory, and a compressible value does not get to be larger.
+    if limit and len(header) + len(payload) > limit:
+        raise ValueTooLargeError(len(header) + len(payload), limit)
     if compress_over and len(payload) > compress_over:
         packed = zlib.compress(payload, 1)
         if len(packed) < len(payload):
             header = bytes([header[0], header[1] | _F_COMPRESSED]) + header[2:]
             payload = packed
-    stored = header + payload
-    if limit and len(stored) > limit:
-        raise ValueTooLargeError(len(stored), limit)
-    return stored
+    return header + payload
 
 
 def _split(stored: bytes) -> tuple[int, bytes, str | None] | None:

@@ -74,7 +74,12 @@ class Invalidator:
         return await self._run(InvalidationOp("cascade" if cascade else "key", items))
 
     async def pattern(self, pattern: str) -> int:
-        if not isinstance(pattern, str) or not pattern or len(pattern) > 512 or any(c.isspace() for c in pattern):
+        if (
+            not isinstance(pattern, str)
+            or not pattern
+            or len(pattern) > 512
+            or any(c.isspace() for c in pattern)
+        ):
             raise InvalidInputError("a pattern must be a non-empty glob without whitespace, e.g. 'search:*'")
         return await self._run(InvalidationOp("pattern", (pattern,)))
 
@@ -335,11 +340,5 @@ def _members(reply: Any) -> list[str]:
     """ZPOPMIN's reply as member names: RESP2 gives a flat [member, score, ...] list; redis-py may pair them."""
     if not reply:
         return []
-    out: list[str] = []
-    if isinstance(reply[0], list | tuple):
-        items = [pair[0] for pair in reply]
-    else:
-        items = reply[0::2]
-    for m in items:
-        out.append(m.decode("utf-8", "surrogateescape") if isinstance(m, bytes) else str(m))
-    return out
+    items = [pair[0] for pair in reply] if isinstance(reply[0], list | tuple) else reply[0::2]
+    return [m.decode("utf-8", "surrogateescape") if isinstance(m, bytes) else str(m) for m in items]

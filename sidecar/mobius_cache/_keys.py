@@ -20,7 +20,7 @@ _DEFAULT_STRATEGY = StrategyConfig()
 
 
 def validate_key(key: Any) -> str:
-    """Return ``key`` when it is 1–512 bytes of UTF-8 with no whitespace or control characters."""
+    """Return ``key`` when it is 1-512 bytes of UTF-8 with no whitespace or control characters."""
     if type(key) is not str:
         raise InvalidKeyError(f"a key must be a string, not {type(key).__name__}")
     if not key:
@@ -96,5 +96,7 @@ class KeySpace:
 
 def validate_tag(tag: Any) -> str:
     if type(tag) is not str or not tag or len(tag) > 256 or _BAD_CHARS.search(tag):
-        raise InvalidKeyError(f"a tag must be 1-256 characters without whitespace or control characters: {tag!r}")
+        raise InvalidKeyError(
+            f"a tag must be 1-256 characters without whitespace or control characters: {tag!r}"
+        )
     return tag

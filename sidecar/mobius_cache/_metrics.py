@@ -117,14 +117,16 @@ class _RegistryCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         members = list(self.members)
         requests = CounterMetricFamily(
-            "mobius_cache_requests", "Cache requests by namespace, operation and result",
+            "mobius_cache_requests",
+            "Cache requests by namespace, operation and result",
             labels=["namespace", "op", "result"],
         )
         slow = CounterMetricFamily(
             "mobius_cache_slow_operations", "Operations slower than the slow-op threshold", labels=["op"]
         )
         inval = CounterMetricFamily(
-            "mobius_cache_invalidations", "Invalidations by kind (key, pattern, tag, cascade, event)",
+            "mobius_cache_invalidations",
+            "Invalidations by kind (key, pattern, tag, cascade, event)",
             labels=["kind"],
         )
         durations = HistogramMetricFamily(
@@ -174,12 +176,16 @@ class _RegistryCollector(Collector):
 def _gauges(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     pool = GaugeMetricFamily("mobius_cache_pool_connections", "Redis connections by state", labels=["state"])
     pool_max = GaugeMetricFamily("mobius_cache_pool_max_connections", "Configured maximum pool size")
-    circuit = GaugeMetricFamily("mobius_cache_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
+    circuit = GaugeMetricFamily(
+        "mobius_cache_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open"
+    )
     queue = GaugeMetricFamily(
         "mobius_cache_invalidation_queue_length", "Invalidations waiting for Redis to come back"
     )
     used = GaugeMetricFamily("mobius_cache_redis_memory_used_bytes", "Redis used_memory at the last check")
-    maxm = GaugeMetricFamily("mobius_cache_redis_memory_max_bytes", "Redis maxmemory at the last check (0 = none)")
+    maxm = GaugeMetricFamily(
+        "mobius_cache_redis_memory_max_bytes", "Redis maxmemory at the last check (0 = none)"
+    )
     keys = GaugeMetricFamily("mobius_cache_keys", "Keys by namespace at the last count", labels=["namespace"])
     in_use = idle = pmax = qlen = 0
     state = 0

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from redis import exceptions as redis_errors
@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, Connection, parse_url
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from ._exceptions import PoolExhaustedError
 
@@ -59,7 +59,9 @@ class Executor(Protocol):
     def pool_stats(self) -> dict[str, int]: ...
 
 
-def _connection_kwargs(url: str, password: str | None, socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+def _connection_kwargs(
+    url: str, password: str | None, socket_timeout: float, connect_timeout: float
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(parse_url(url))
     if password and not kwargs.get("password"):
         kwargs["password"] = password
@@ -74,7 +76,9 @@ def _connection_kwargs(url: str, password: str | None, socket_timeout: float, co
 class Pool:
     """A bounded pool of redis-py connections. ``acquire`` is a deque pop unless the pool is exhausted."""
 
-    def __init__(self, factory: Callable[[], AbstractConnection], max_size: int, min_size: int, timeout: float):
+    def __init__(
+        self, factory: Callable[[], AbstractConnection], max_size: int, min_size: int, timeout: float
+    ):
         self._factory = factory
         self.max_size = max_size
         self.min_size = min_size
@@ -83,6 +87,7 @@ class Pool:
         self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
         self.in_use = 0
         self._closed = False
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @property
     def size(self) -> int:
@@ -133,19 +138,24 @@ class Pool:
                 return
         self.in_use -= 1
         if self._closed:
-            asyncio.ensure_future(conn.disconnect())
+            self._background(_quiet_disconnect(conn))
         else:
             self._idle.append(conn)
 
     def discard(self, conn: AbstractConnection) -> None:
         """A connection that failed or was interrupted mid-reply: close it, and let a waiter open a new one."""
-        asyncio.ensure_future(_quiet_disconnect(conn))
+        self._background(_quiet_disconnect(conn))
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(self._factory())
                 return
         self.in_use -= 1
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def stats(self) -> dict[str, int]:
         return {"max": self.max_size, "in_use": self.in_use, "idle": len(self._idle)}
@@ -254,7 +264,10 @@ class LeanExecutor:
                             fut.set_result(reply)
             except BaseException as exc:
                 self.pool.discard(conn)
-                _fail(batch[done:], exc if isinstance(exc, Exception) else redis_errors.ConnectionError("cancelled"))
+                _fail(
+                    batch[done:],
+                    exc if isinstance(exc, Exception) else redis_errors.ConnectionError("cancelled"),
+                )
                 if not isinstance(exc, Exception):
                     raise
             else:
@@ -274,7 +287,9 @@ class RedisPyExecutor:
 
     cluster = False
 
-    def __init__(self, url: str, kwargs: dict[str, Any], max_size: int, min_size: int, timeout: float) -> None:
+    def __init__(
+        self, url: str, kwargs: dict[str, Any], max_size: int, min_size: int, timeout: float
+    ) -> None:
         conn_kwargs = {k: v for k, v in kwargs.items() if k != "retry"}
         self._pool = BlockingConnectionPool(max_connections=max_size, timeout=timeout, **conn_kwargs)
         self.redis = Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
@@ -305,7 +320,11 @@ class RedisPyExecutor:
 
     def pool_stats(self) -> dict[str, int]:
         in_use = len(self._pool._in_use_connections)
-        return {"max": self._pool.max_connections, "in_use": in_use, "idle": len(self._pool._available_connections)}
+        return {
+            "max": self._pool.max_connections,
+            "in_use": in_use,
+            "idle": len(self._pool._available_connections),
+        }
 
 
 class ClusterExecutor:
@@ -316,7 +335,11 @@ class ClusterExecutor:
 
     def __init__(self, url: str, kwargs: dict[str, Any], max_size: int) -> None:
         host, port = kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379))
-        extra = {k: v for k, v in kwargs.items() if k in ("password", "username", "socket_timeout", "socket_connect_timeout")}
+        extra = {
+            k: v
+            for k, v in kwargs.items()
+            if k in ("password", "username", "socket_timeout", "socket_connect_timeout")
+        }
         self.redis = RedisCluster(
             startup_nodes=[ClusterNode(host, port)],
             max_connections=max_size,
