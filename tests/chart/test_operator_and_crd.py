@@ -47,7 +47,7 @@ def test_cluster_scope_rbac_is_the_minimum() -> None:
         {"kind": "ServiceAccount", "name": "mc-mobius-cache-operator", "namespace": "cache"}
     ]
     args = pod_spec(one(docs, "Deployment", "mc-mobius-cache-operator"))["containers"][0]["args"]
-    assert args == ["--standalone", "--all-namespaces"]
+    assert args == ["--all-namespaces"]
 
 
 def test_namespace_scope_grants_only_the_release_namespace() -> None:
@@ -60,7 +60,7 @@ def test_namespace_scope_grants_only_the_release_namespace() -> None:
         one(docs, "RoleBinding", "mc-mobius-cache-operator")["roleRef"]["name"] == "mc-mobius-cache-operator"
     )
     args = pod_spec(one(docs, "Deployment", "mc-mobius-cache-operator"))["containers"][0]["args"]
-    assert args == ["--standalone", "--namespace=cache"]
+    assert args == ["--namespace=cache"]
 
 
 def test_operator_deployment_is_single_and_recreated() -> None:
@@ -73,6 +73,8 @@ def test_operator_deployment_is_single_and_recreated() -> None:
     assert container["command"] == ["mobius-operator"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["ports"] == [{"name": "health", "containerPort": 8080}]
+    limit = {"name": "MOBIUS_OPERATOR_REDIS_MEMORY_LIMIT", "value": "1536Mi"}
+    assert container["env"] == [limit], "the operator refuses a maxMemory above the Redis limit"
 
 
 def test_crd_equals_the_operator_file() -> None:
@@ -207,3 +209,15 @@ def test_the_example_app_carries_the_sidecar_contract() -> None:
     volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
     assert volume["configMap"] == {"name": "mc-mobius-cache-policy", "optional": True}
     assert one(docs, "CacheConfig")["metadata"]["name"] + "-policy" == volume["configMap"]["name"]
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespace"])
+def test_operator_accepts_the_rendered_command_line(scope: str) -> None:
+    """The operator's own argument parser takes what the Deployment passes."""
+    from mobius_operator.__main__ import parse_args
+
+    container = pod_spec(one(render({"operator.scope": scope}), "Deployment", "mc-mobius-cache-operator"))
+    args = parse_args(container["containers"][0]["args"])
+    assert args.all_namespaces == (scope == "cluster")
+    assert args.namespaces == (None if scope == "cluster" else ["cache"])
+    assert args.liveness == "http://0.0.0.0:8080/healthz", "the liveness probe expects kopf on 8080"
