@@ -1,0 +1,115 @@
+"""The operator's own Kubernetes calls: read the Redis password Secret, create-or-patch the policy ConfigMap.
+
+kopf watches and patches the CacheConfigs and posts Events itself; this module covers the two other objects,
+with kubernetes_asyncio. Its credentials come from the same places as kopf's login: the pod's service account
+in a cluster, otherwise ``KUBECONFIG`` / ``~/.kube/config``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = ["Kube", "SecretError"]
+
+
+class SecretError(Exception):
+    """The password Secret (or its key) cannot be read; the message names it."""
+
+
+class Kube:
+    """The two calls the operator makes itself, each bounded by ``timeout`` seconds."""
+
+    def __init__(self, api: client.ApiClient, timeout: float = 10.0) -> None:
+        self.api = api
+        self.timeout = timeout
+        self.core = client.CoreV1Api(api)
+
+    @classmethod
+    async def connect(cls, *, timeout: float = 10.0) -> Kube:
+        """A client for the current environment (in-cluster service account, else the kubeconfig)."""
+        configuration = client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            # Read KUBECONFIG now, not at kubernetes_asyncio's import (its default is frozen then).
+            path = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+            await config.load_kube_config(config_file=path, client_configuration=configuration)
+        return cls(client.ApiClient(configuration), timeout)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of ``data[key]`` in Secret ``namespace/name``."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SecretError(
+                    f"Secret {namespace}/{name} (spec.redis.passwordSecretRef) does not exist"
+                ) from exc
+            if exc.status == 403:
+                raise SecretError(
+                    f"the operator may not read Secret {namespace}/{name} (RBAC: get secrets)"
+                ) from exc
+            raise SecretError(f"cannot read Secret {namespace}/{name}: {exc.status} {exc.reason}") from exc
+        data: Mapping[str, str] = secret.data or {}
+        if key not in data:
+            raise SecretError(
+                f"Secret {namespace}/{name} has no key {key!r} (spec.redis.passwordSecretRef.key)"
+            )
+        try:
+            return base64.b64decode(data[key], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise SecretError(f"Secret {namespace}/{name} key {key!r} is not valid base64 UTF-8") from exc
+
+    async def upsert_configmap(self, body: Mapping[str, Any]) -> str:
+        """Create the ConfigMap, or patch data, labels and owners that differ: 'created', 'patched', 'unchanged'.
+
+        Idempotent, so replays of the same event (and operator restarts) leave one identical object.
+        """
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        raw: Any = dict(body)  # the generated client accepts plain dicts as bodies
+        try:
+            current = await self.core.read_namespaced_config_map(
+                name, namespace, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            try:
+                await self.core.create_namespaced_config_map(namespace, raw, _request_timeout=self.timeout)
+                return "created"
+            except ApiException as create_exc:
+                if create_exc.status != 409:  # 409: created meanwhile by another run; patch it below
+                    raise
+                current = await self.core.read_namespaced_config_map(
+                    name, namespace, _request_timeout=self.timeout
+                )
+        have_owners = [(o.uid, o.kind) for o in current.metadata.owner_references or []]
+        want_owners = [(o["uid"], o["kind"]) for o in meta.get("ownerReferences", [])]
+        labels = current.metadata.labels or {}
+        if (
+            (current.data or {}) == body["data"]
+            and have_owners == want_owners
+            and all(labels.get(k) == v for k, v in meta.get("labels", {}).items())
+        ):
+            return "unchanged"
+        patch: Any = {
+            "metadata": {
+                "labels": meta.get("labels", {}),
+                "ownerReferences": meta.get("ownerReferences", []),
+            },
+            "data": body["data"],
+        }
+        await self.core.patch_namespaced_config_map(name, namespace, patch, _request_timeout=self.timeout)
+        return "patched"

@@ -1,0 +1,495 @@
+"""The operator's pure core: from a ``CacheConfig`` resource to what Redis and the sidecars should hold.
+
+No kopf, no Redis client, no Kubernetes client here (an import-linter contract checks it): every decision the
+operator makes — is the spec valid, which Redis does it target, does it conflict with another resource, what
+drifted, which conditions and status to report — is a plain function, unit-tested without any cluster.
+The handlers (``handlers.py``) only do the I/O around these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from mobius_cache._config import SPEC_FIELDS, CacheConfig, parse_memory
+
+__all__ = [
+    "POLICY_KEY",
+    "Applied",
+    "Claim",
+    "Condition",
+    "Conflict",
+    "DesiredSettings",
+    "Invalid",
+    "InvalidSpec",
+    "Outcome",
+    "Plan",
+    "RedisRefused",
+    "RedisStats",
+    "RedisTarget",
+    "RedisUnreachable",
+    "SecretUnavailable",
+    "backoff_delay",
+    "build_plan",
+    "conditions_for",
+    "drift",
+    "find_conflict",
+    "is_retryable",
+    "merge_conditions",
+    "parse_quantity",
+    "parse_target",
+    "policy_configmap",
+    "status_patch",
+]
+
+POLICY_KEY = "policy.json"
+DEFAULT_SECRET_KEY = "password"
+
+
+class InvalidSpec(ValueError):
+    """The spec passed the CRD schema (or predates it) but cannot be applied; the message says why."""
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """The Redis server a resource configures. ``key`` identifies the server: maxmemory is server-wide."""
+
+    host: str
+    port: int
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    secret_name: str | None = None
+    secret_key: str = DEFAULT_SECRET_KEY
+
+    @property
+    def key(self) -> str:
+        return f"{self.host.lower()}:{self.port}"
+
+
+@dataclass(frozen=True)
+class DesiredSettings:
+    """The Redis settings a spec asks for, in the exact form ``CONFIG GET`` reports them."""
+
+    maxmemory: int
+    maxmemory_policy: str
+
+    def as_config(self) -> dict[str, str]:
+        return {"maxmemory": str(self.maxmemory), "maxmemory-policy": self.maxmemory_policy}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one resource asks for: the Redis settings and the sidecars' policy document."""
+
+    target: RedisTarget
+    settings: DesiredSettings
+    max_memory: str
+    policy_json: str
+
+
+def build_plan(spec: Mapping[str, Any], *, memory_limit: int | None = None) -> Plan:
+    """Validate ``spec`` exactly as the cache library does (``CacheConfig.from_spec``) and plan it.
+
+    ``memory_limit`` is the Redis container's memory limit in bytes when the operator knows it: a maxMemory
+    above it (or unlimited) would get Redis OOM-killed instead of evicting, so it is refused here.
+    Raises :class:`InvalidSpec` with a message meant for ``kubectl get``.
+    """
+    target = parse_target(spec.get("redis"))
+    strategies = spec.get("strategies")
+    if strategies is not None:
+        if not isinstance(strategies, Mapping):
+            raise InvalidSpec("spec.strategies must be a map of namespace name to strategy")
+        for name in strategies:
+            if not isinstance(name, str) or not name or ":" in name:
+                raise InvalidSpec(f"strategy name {name!r} must be a non-empty key segment without ':'")
+    # Missing fields take the model's declared defaults, never the operator's own MOBIUS_* environment.
+    complete = dict(spec)
+    for camel, snake in SPEC_FIELDS.items():
+        if complete.get(camel) is None:
+            complete[camel] = CacheConfig.model_fields[snake].default
+    try:
+        config = CacheConfig.from_spec(complete)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidSpec(_short_error(exc)) from exc
+    maxmemory = config.max_memory_bytes
+    if memory_limit is not None:
+        if maxmemory == 0:
+            raise InvalidSpec(
+                f"maxMemory 0 (no limit) is refused: the Redis container is limited to {memory_limit} bytes"
+            )
+        if maxmemory > memory_limit:
+            raise InvalidSpec(
+                f"maxMemory {config.max_memory} ({maxmemory} bytes) is above the Redis container's memory "
+                f"limit ({memory_limit} bytes); Redis would be OOM-killed instead of evicting"
+            )
+    policy = json.dumps(config.to_spec(), sort_keys=True, indent=2)
+    settings = DesiredSettings(maxmemory=maxmemory, maxmemory_policy=str(config.eviction_policy))
+    return Plan(target=target, settings=settings, max_memory=config.max_memory, policy_json=policy)
+
+
+def _short_error(exc: BaseException) -> str:
+    """One line per pydantic error ("maxMemory: invalid memory size ..."), not pydantic's full dump."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    camel = {snake: name for name, snake in SPEC_FIELDS.items()}
+    parts = []
+    for err in errors():
+        loc = ".".join(camel.get(str(p), str(p)) for p in err.get("loc", ()))
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_target(redis: object) -> RedisTarget:
+    """Read ``spec.redis``: ``url`` or ``host`` + ``port``, and ``passwordSecretRef``."""
+    if not isinstance(redis, Mapping):
+        raise InvalidSpec("spec.redis is required: set redis.url or redis.host")
+    url, host = redis.get("url"), redis.get("host")
+    if bool(url) == bool(host):
+        raise InvalidSpec("set exactly one of spec.redis.url or spec.redis.host")
+    ref = redis.get("passwordSecretRef") or {}
+    if not isinstance(ref, Mapping) or (ref and not ref.get("name")):
+        raise InvalidSpec("spec.redis.passwordSecretRef needs a name")
+    secret_name = str(ref["name"]) if ref else None
+    secret_key = str(ref.get("key") or DEFAULT_SECRET_KEY)
+    if host:
+        port = redis.get("port", 6379)
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise InvalidSpec(f"spec.redis.port must be an integer 1-65535, not {port!r}")
+        return RedisTarget(host=str(host), port=port, secret_name=secret_name, secret_key=secret_key)
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("redis", "rediss"):
+        raise InvalidSpec(
+            f"spec.redis.url must be redis:// or rediss:// (a standalone server or a primary), not {url!r}"
+        )
+    if parts.password is not None:
+        raise InvalidSpec("spec.redis.url must not contain a password: use spec.redis.passwordSecretRef")
+    try:
+        port = parts.port or 6379
+    except ValueError as exc:
+        raise InvalidSpec(f"spec.redis.url has an invalid port: {url!r}") from exc
+    if not parts.hostname:
+        raise InvalidSpec(f"spec.redis.url has no host: {url!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise InvalidSpec(f"spec.redis.url's path must be a database number, not {path!r}")
+    return RedisTarget(
+        host=parts.hostname,
+        port=port,
+        db=int(path or 0),
+        tls=parts.scheme == "rediss",
+        username=unquote(parts.username) if parts.username else None,
+        secret_name=secret_name,
+        secret_key=secret_key,
+    )
+
+
+_QUANTITY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
+_QUANTITY_UNITS = {
+    None: 1,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+    "Pi": 1024**5,
+    "Ei": 1024**6,
+    "k": 1000,
+    "K": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "P": 1000**5,
+    "E": 1000**6,
+}
+
+
+def parse_quantity(value: str) -> int:
+    """Bytes of a Kubernetes memory quantity ("512Mi", "2Gi", "1G", "1048576") or a Redis size ("1gb")."""
+    text = value.strip()
+    match = _QUANTITY_RE.match(text)
+    if match:
+        number, unit = match.groups()
+        return int(float(number) * _QUANTITY_UNITS[unit])
+    try:
+        return parse_memory(text)
+    except ValueError:
+        raise ValueError(f"invalid memory quantity {value!r}: use e.g. 512Mi, 2Gi or 1gb") from None
+
+
+def drift(desired: DesiredSettings, observed: Mapping[str, str]) -> dict[str, tuple[str | None, str]]:
+    """The settings whose live value differs from the desired one: name → (live value, desired value)."""
+    out: dict[str, tuple[str | None, str]] = {}
+    for name, want in desired.as_config().items():
+        have = observed.get(name)
+        if have is None or have.strip().lower() != want:
+            out[name] = (have, want)
+    return out
+
+
+# --- conflicts -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class Claim:
+    """One resource's claim on a Redis server. Ordered by age: the oldest claim wins."""
+
+    created: str
+    namespace: str
+    name: str
+    target: str = field(compare=False)
+    settings: DesiredSettings = field(compare=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def find_conflict(me: Claim, claims: Iterable[Claim]) -> Claim | None:
+    """The older claim on the same Redis whose memory settings differ from mine, if any.
+
+    Redis has one maxmemory and one policy: the oldest resource (creationTimestamp, then namespace/name) wins,
+    and a later resource is applied only when it asks for the very same settings.
+    """
+    same_target = sorted(c for c in claims if c.target == me.target and c.ref != me.ref)
+    for other in same_target:
+        if other < me and other.settings != me.settings:
+            return other
+    return None
+
+
+# --- Redis numbers ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RedisStats:
+    """Redis's own numbers from INFO, as reported in ``status.redis``."""
+
+    used_memory: int
+    max_memory: int
+    keyspace_hits: int
+    keyspace_misses: int
+    evicted_keys: int
+    keys: int
+
+    @property
+    def hit_ratio(self) -> float | None:
+        total = self.keyspace_hits + self.keyspace_misses
+        return round(self.keyspace_hits / total, 4) if total else None
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> RedisStats:
+        """From ``INFO`` (as redis-py parses it: numbers as ints, ``db0`` as a dict with ``keys``)."""
+        keys = sum(
+            int(v.get("keys", 0)) for k, v in info.items() if k.startswith("db") and isinstance(v, Mapping)
+        )
+        return cls(
+            used_memory=int(info.get("used_memory", 0)),
+            max_memory=int(info.get("maxmemory", 0)),
+            keyspace_hits=int(info.get("keyspace_hits", 0)),
+            keyspace_misses=int(info.get("keyspace_misses", 0)),
+            evicted_keys=int(info.get("evicted_keys", 0)),
+            keys=keys,
+        )
+
+    def as_status(self, now: str) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "usedMemory": self.used_memory,
+            "maxMemory": self.max_memory,
+            "keyspaceHits": self.keyspace_hits,
+            "keyspaceMisses": self.keyspace_misses,
+            "evictedKeys": self.evicted_keys,
+            "keys": self.keys,
+            "checkedAt": now,
+        }
+        doc["hitRatio"] = self.hit_ratio  # None (no reads yet) removes a stale ratio from the merge patch
+        return doc
+
+
+# --- outcomes and conditions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Applied:
+    """Redis holds the desired settings (verified with CONFIG GET). ``corrected``: what had to be set."""
+
+    plan: Plan
+    stats: RedisStats
+    corrected: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    message: str
+
+
+@dataclass(frozen=True)
+class Conflict:
+    winner: Claim
+
+
+@dataclass(frozen=True)
+class SecretUnavailable:
+    message: str
+
+
+@dataclass(frozen=True)
+class RedisUnreachable:
+    message: str
+
+
+@dataclass(frozen=True)
+class RedisRefused:
+    """Redis answered but refused or did not keep the settings (e.g. CONFIG renamed, a bad value)."""
+
+    message: str
+    stats: RedisStats | None = None
+
+
+Outcome = Applied | Invalid | Conflict | SecretUnavailable | RedisUnreachable | RedisRefused
+RETRYABLE = (SecretUnavailable, RedisUnreachable, RedisRefused)
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True", "False", "Unknown"
+    reason: str
+    message: str
+
+
+def _cond(type_: str, ok: bool | None, reason: str, message: str) -> Condition:
+    status = "Unknown" if ok is None else ("True" if ok else "False")
+    return Condition(type_, status, reason, message)
+
+
+def conditions_for(outcome: Outcome) -> list[Condition]:
+    """The three conditions (Ready, ConfigApplied, RedisReachable) that describe an outcome."""
+    match outcome:
+        case Applied(plan=plan):
+            what = f"maxmemory={plan.settings.maxmemory} maxmemory-policy={plan.settings.maxmemory_policy}"
+            return [
+                _cond("Ready", True, "Applied", f"Redis {plan.target.key} holds the spec; policy published"),
+                _cond("ConfigApplied", True, "Applied", f"{what}, verified with CONFIG GET"),
+                _cond("RedisReachable", True, "Connected", f"Redis {plan.target.key} answered"),
+            ]
+        case Invalid(message=message):
+            return [
+                _cond("Ready", False, "InvalidSpec", message),
+                _cond("ConfigApplied", False, "InvalidSpec", "nothing applied: " + message),
+                _cond("RedisReachable", None, "NotChecked", "the spec is invalid"),
+            ]
+        case Conflict(winner=winner):
+            message = (
+                f"Redis {winner.target} is configured by the older CacheConfig {winner.ref} with other memory "
+                f"settings (maxmemory={winner.settings.maxmemory}, policy={winner.settings.maxmemory_policy})"
+            )
+            return [
+                _cond("Ready", False, "Conflict", message),
+                _cond("ConfigApplied", False, "Conflict", "nothing applied: " + message),
+                _cond("RedisReachable", None, "NotChecked", "not applied because of a conflict"),
+            ]
+        case SecretUnavailable(message=message):
+            return [
+                _cond("Ready", False, "SecretUnavailable", message),
+                _cond("ConfigApplied", False, "SecretUnavailable", message),
+                _cond("RedisReachable", None, "NotChecked", "no password to connect with"),
+            ]
+        case RedisUnreachable(message=message):
+            return [
+                _cond("Ready", False, "RedisUnreachable", message),
+                _cond("ConfigApplied", False, "RedisUnreachable", "not applied: Redis is unreachable"),
+                _cond("RedisReachable", False, "ConnectionFailed", message),
+            ]
+        case RedisRefused(message=message):
+            return [
+                _cond("Ready", False, "ApplyFailed", message),
+                _cond("ConfigApplied", False, "ApplyFailed", message),
+                _cond("RedisReachable", True, "Connected", "Redis answered"),
+            ]
+    raise AssertionError(f"unknown outcome {outcome!r}")  # pragma: no cover
+
+
+def merge_conditions(
+    previous: Sequence[Mapping[str, Any]] | None,
+    new: Iterable[Condition],
+    *,
+    now: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Kubernetes-style conditions: ``lastTransitionTime`` changes only when a condition's status changes."""
+    before = {c.get("type"): c for c in previous or () if isinstance(c, Mapping)}
+    out = []
+    for cond in new:
+        old = before.get(cond.type)
+        changed = old is None or old.get("status") != cond.status or not old.get("lastTransitionTime")
+        entry: dict[str, Any] = {
+            "type": cond.type,
+            "status": cond.status,
+            "reason": cond.reason,
+            "message": cond.message,
+            "lastTransitionTime": now if changed else old["lastTransitionTime"],  # type: ignore[index]
+        }
+        if generation is not None:
+            entry["observedGeneration"] = generation
+        out.append(entry)
+    return out
+
+
+def status_patch(
+    outcome: Outcome,
+    *,
+    previous: Mapping[str, Any] | None,
+    generation: int | None,
+    now: str,
+    configmap: str,
+) -> dict[str, Any]:
+    """The ``status`` merge patch for an outcome. ``applied`` changes only when Redis verifiably holds it."""
+    previous = previous or {}
+    patch: dict[str, Any] = {
+        "conditions": merge_conditions(
+            previous.get("conditions"), conditions_for(outcome), now=now, generation=generation
+        )
+    }
+    if generation is not None:
+        patch["observedGeneration"] = generation
+    if isinstance(outcome, Applied):
+        plan = outcome.plan
+        patch["applied"] = {
+            "target": plan.target.key,
+            "maxMemory": plan.max_memory,
+            "maxMemoryBytes": plan.settings.maxmemory,
+            "evictionPolicy": plan.settings.maxmemory_policy,
+            "policyConfigMap": configmap,
+            "verifiedAt": now,
+        }
+    stats = getattr(outcome, "stats", None)
+    if isinstance(stats, RedisStats):
+        patch["redis"] = stats.as_status(now)
+    return patch
+
+
+def is_retryable(outcome: Outcome) -> bool:
+    return isinstance(outcome, RETRYABLE)
+
+
+def backoff_delay(retry: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Seconds before retry number ``retry`` (0-based): base, 2·base, 4·base, ... capped."""
+    return float(min(cap, base * (2 ** max(0, min(retry, 30)))))
+
+
+def policy_configmap(name: str, namespace: str, policy_json: str) -> dict[str, Any]:
+    """The ``<name>-policy`` ConfigMap the sidecars mount (owner reference added by the caller)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{name}-policy",
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "mobius-cache",
+                "app.kubernetes.io/managed-by": "mobius-operator",
+                "cache.mobius.io/cacheconfig": name,
+            },
+        },
+        "data": {POLICY_KEY: policy_json},
+    }
