@@ -117,7 +117,7 @@ def pruned_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]
     return found
 
 
-CACHECONFIG_VALUES = {
+CACHECONFIG_VALUES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "auth-off": {"redis.auth.enabled": False},
     "tuned": {
@@ -144,7 +144,10 @@ CLUSTER_URL_PENDING = pytest.mark.xfail(
     ],
 )
 def test_default_cacheconfig_validates_against_the_crd(name: str) -> None:
-    cluster = {"redis.enabled": False, "externalRedis.url": "redis+cluster://redis-cluster.data:6379"}
+    cluster: dict[str, Any] = {
+        "redis.enabled": False,
+        "externalRedis.url": "redis+cluster://redis-cluster.data:6379",
+    }
     values = CACHECONFIG_VALUES.get(name, cluster)
     cacheconfig = one(render(values), "CacheConfig")
     jsonschema.Draft7Validator(_schema()).validate(cacheconfig)
