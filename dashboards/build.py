@@ -41,6 +41,8 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SIDECAR = 'namespace=~"$namespace", pod=~"$pod"'
 REDIS = 'namespace=~"$namespace", pod=~"$pod"'
 REQUESTS = "mobius_cache_requests_total"
+READS = 'op=~"get|get_many"'
+LOOKUPS = 'result=~"hit|miss|bypass|error"'
 
 
 @dataclass(frozen=True)
@@ -211,18 +213,20 @@ def rate(metric: str, selector: str, by: str, window: str = "$__rate_interval") 
 
 
 def hit_ratio(by: str, window: str, fn: str = "rate") -> str:
-    """Hits over lookups (hits + misses); bypasses and errors are shown on their own panel.
+    """Hits over lookups, the same definition as the sidecar's ``/v1/stats``: a lookup is a read that ended
+    in a hit, a miss, a bypass (circuit open) or an error, since the app got no value from the cache in all
+    three last cases. Writes (``ok``, ``skipped``, their errors) are not lookups.
 
-    ``or <misses> * 0`` keeps a 0 when there were lookups but not one hit (then no hit series exists),
+    ``or <lookups> * 0`` keeps a 0 when there were lookups but not one hit (then no hit series exists),
     and ``> 0`` leaves the panel empty, rather than NaN, when there were no lookups at all.
     """
     grouping = f"sum by ({by})" if by else "sum"
 
     def total(selector: str) -> str:
-        return f"{grouping} ({fn}({REQUESTS}{{{SIDECAR}, {selector}}}[{window}]))"
+        return f"{grouping} ({fn}({REQUESTS}{{{SIDECAR}, {READS}, {selector}}}[{window}]))"
 
-    hit, miss, lookup = total('result="hit"'), total('result="miss"'), total('result=~"hit|miss"')
-    return f"({hit}\nor\n{miss} * 0)\n/\n({lookup} > 0)"
+    hit, lookup = total('result="hit"'), total(LOOKUPS)
+    return f"({hit}\nor\n{lookup} * 0)\n/\n({lookup} > 0)"
 
 
 def latency_quantile(q: float) -> str:
@@ -238,8 +242,8 @@ def overview() -> model.Dashboard:
     hit_ratio_row: list[dash.Panel | stat.Panel | timeseries.Panel] = [
         single(
             "Hit ratio (selected range)",
-            f"Hits / (hits + misses) over the whole time range, all cache namespaces. "
-            f"Target {HIT_RATIO_TARGET}.",
+            "Hits / lookups (hit, miss, bypass, error of reads) over the whole time range, "
+            f"all cache namespaces. Target {HIT_RATIO_TARGET}.",
             Query(hit_ratio("", "$__range", fn="increase"), "hit ratio"),
             "percentunit",
             thresholds=ratio_steps,
@@ -248,8 +252,7 @@ def overview() -> model.Dashboard:
         ),
         graph(
             "Hit ratio by cache namespace",
-            "Hits / (hits + misses) per cache namespace (the key's first segment); "
-            "the dashed line is the target.",
+            "Hits / lookups per cache namespace (the key's first segment); the dashed line is the target.",
             [
                 Query(hit_ratio("", "$__rate_interval"), "all namespaces"),
                 Query(hit_ratio("exported_namespace", "$__rate_interval"), "{{exported_namespace}}"),

@@ -7,13 +7,14 @@ checked by promtool or evaluated by a real Prometheus exactly as a Grafana panel
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dashboards import preview
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
@@ -72,15 +73,9 @@ def queries(names: tuple[str, ...] = DASHBOARD_FILES) -> list[PanelQuery]:
     return found
 
 
-def substitute(expr: str, *, rate_interval: str = "1m", time_range: str = "1h", selection: str = ".*") -> str:
-    """Fill in Grafana's variables: $namespace and $pod (``selection``; "All" is ``.*``), $__rate_interval
-    and $__range."""
-    expr = expr.replace("$__rate_interval", rate_interval).replace("$__range", time_range)
-    expr = re.sub(r"\$\{?(namespace|pod)\}?", selection, expr)
-    leftover = re.search(r"\$\{?\w+", expr)
-    if leftover:
-        raise ValueError(f"unknown variable {leftover.group(0)} in {expr!r}")
-    return expr
+def substitute(expr: str, *, rate_interval: str = "1m", time_range: str = "1h") -> str:
+    """The preview's substitution (Grafana's variables filled in), with defaults for parse checks."""
+    return preview.substitute(expr, rate_interval=rate_interval, time_range=time_range)
 
 
 def alert_rules() -> list[dict[str, Any]]:
