@@ -630,25 +630,31 @@ class Cache:
 
     async def _info(self) -> dict[str, Any]:
         if self._executor.cluster:
-            raw: Any = await self._executor.redis.info()  # type: ignore[attr-defined]
-            nodes = list(raw.values()) if raw and isinstance(next(iter(raw.values())), dict) else [raw]
-            first = nodes[0] if nodes else {}
+            rc = self._executor.redis  # type: ignore[attr-defined]
+            try:
+                per_node: dict[str, Any] = await rc.info(target_nodes=rc.PRIMARIES)
+            except Exception as exc:
+                raise translate(exc) from exc
+            nodes = [n for n in per_node.values() if isinstance(n, dict)] or [per_node]
+            first = nodes[0]
             info = {
                 "used_memory": sum(int(n.get("used_memory", 0)) for n in nodes),
                 "maxmemory": sum(int(n.get("maxmemory", 0)) for n in nodes),
                 "policy": first.get("maxmemory_policy"),
                 "version": first.get("redis_version"),
                 "role": "cluster",
-                "keys": sum(
-                    int(n.get("db0", {}).get("keys", 0)) for n in nodes if isinstance(n.get("db0"), dict)
-                ),
+                "primaries": len(nodes),
+                "keys": sum(int((n.get("db0") or {}).get("keys", 0)) for n in nodes),
                 "evicted_keys": sum(int(n.get("evicted_keys", 0)) for n in nodes),
             }
         else:
             text = await self._exec("INFO", "memory", "server", "replication", "stats", "keyspace")
+            db0 = text.get("db0", {}) if isinstance(text, dict) else None  # redis-py parsed it already
             fields = _parse_info(text)
-            db = fields.get("db" + str(getattr(self._executor, "db", 0)), fields.get("db0", ""))
-            keys = int(dict(p.split("=") for p in db.split(",")).get("keys", 0)) if db else 0
+            if db0 is None:
+                db = fields.get("db0", "")
+                db0 = dict(p.split("=", 1) for p in db.split(",")) if db else {}
+            keys = int(db0.get("keys", 0))
             info = {
                 "used_memory": int(fields.get("used_memory", 0)),
                 "maxmemory": int(fields.get("maxmemory", 0)),
