@@ -229,7 +229,7 @@ class RedisCluster:
                 if c.cluster("info").get("cluster_state") != "ok":
                     return False
                 repl = c.info("replication")
-                return repl.get("role") == "master" or repl.get("master_link_status") == "up"
+                return bool(repl.get("role") == "master" or repl.get("master_link_status") == "up")
         except redis.exceptions.RedisError:
             return False
 

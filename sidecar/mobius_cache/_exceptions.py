@@ -104,7 +104,7 @@ def translate(exc: BaseException) -> CacheError:
         err = CacheUnavailableError(f"cannot reach Redis: {exc}")
     elif isinstance(exc, redis_errors.ResponseError):
         msg = str(exc)
-        if msg.startswith("OOM"):
+        if isinstance(exc, redis_errors.OutOfMemoryError) or msg.startswith("OOM"):
             err = CacheUnavailableError(f"Redis is out of memory (maxmemory reached under noeviction): {msg}")
         else:
             err = CacheError(f"Redis refused the command: {msg}")
