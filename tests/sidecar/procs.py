@@ -26,7 +26,9 @@ class SidecarProcess:
     port: int = 0
     token: str | None = None
     proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="sidecar-", suffix=".log")[1]))
+    log_path: Path = field(
+        default_factory=lambda: Path(tempfile.mkstemp(prefix="sidecar-", suffix=".log")[1])
+    )
 
     @property
     def url(self) -> str:
@@ -36,7 +38,15 @@ class SidecarProcess:
         self.port = self.port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOBIUS_")}
         env.update(self.env)
-        cmd = [sys.executable, "-m", "mobius_cache.server", "--redis-url", self.redis_url, "--port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mobius_cache.server",
+            "--redis-url",
+            self.redis_url,
+            "--port",
+            str(self.port),
+        ]
         if self.token:
             env["MOBIUS_SIDECAR_TOKEN"] = self.token
         with self.log_path.open("ab") as log:

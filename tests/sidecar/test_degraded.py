@@ -20,7 +20,9 @@ def _poll(what: Callable[[], bool], timeout: float, message: str) -> None:
     raise AssertionError(message)
 
 
-def test_redis_down_then_back(redis_server: RedisServer, start_sidecar: Callable[..., SidecarProcess]) -> None:
+def test_redis_down_then_back(
+    redis_server: RedisServer, start_sidecar: Callable[..., SidecarProcess]
+) -> None:
     proc = start_sidecar(redis_server.url)
     with proc.http() as http:
         assert http.put("/v1/cache/api:v1:d", content=b"v").status_code == 204
@@ -30,7 +32,10 @@ def test_redis_down_then_back(redis_server: RedisServer, start_sidecar: Callable
         def bypassing() -> bool:
             resp = http.get("/v1/cache/api:v1:d")
             assert resp.status_code == 404, resp.text
-            return resp.headers["x-cache"] == "bypass" and http.get("/readyz").json()["redis"]["circuit"] == "open"
+            return (
+                resp.headers["x-cache"] == "bypass"
+                and http.get("/readyz").json()["redis"]["circuit"] == "open"
+            )
 
         _poll(bypassing, 10, "the breaker never opened")
         timings = []
@@ -61,7 +66,9 @@ def test_redis_down_then_back(redis_server: RedisServer, start_sidecar: Callable
         _poll(recovered, 15, "writes did not recover after Redis came back")
         hit = http.get("/v1/cache/api:v1:d")
         assert hit.status_code == 200 and hit.content == b"back" and hit.headers["x-cache"] == "hit"
-        _poll(lambda: http.get("/readyz").json()["redis"]["up"] is True, 10, "readyz still reports Redis down")
+        _poll(
+            lambda: http.get("/readyz").json()["redis"]["up"] is True, 10, "readyz still reports Redis down"
+        )
 
 
 def test_starts_while_redis_is_down(start_sidecar: Callable[..., SidecarProcess]) -> None:
@@ -82,10 +89,13 @@ def test_starts_while_redis_is_down(start_sidecar: Callable[..., SidecarProcess]
             dead.close()
 
 
-def test_frozen_redis_answers_within_bounds(redis_server: RedisServer, start_sidecar: Callable[..., SidecarProcess]
-                                            ) -> None:
+def test_frozen_redis_answers_within_bounds(
+    redis_server: RedisServer, start_sidecar: Callable[..., SidecarProcess]
+) -> None:
     """A hung Redis (SIGSTOP) must not hang requests: socket timeouts bound them, then the breaker opens."""
-    proc = start_sidecar(redis_server.url, env={"MOBIUS_REDIS_SOCKET_TIMEOUT": "0.2", "MOBIUS_RETRY_ATTEMPTS": "0"})
+    proc = start_sidecar(
+        redis_server.url, env={"MOBIUS_REDIS_SOCKET_TIMEOUT": "0.2", "MOBIUS_RETRY_ATTEMPTS": "0"}
+    )
     with proc.http() as http:
         http.put("/v1/cache/f", content=b"x")
         redis_server.freeze()

@@ -77,7 +77,9 @@ def test_broken_policy_at_start_keeps_the_environment_settings(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("- not\n- a mapping\n")
-    proc = start_sidecar(shared_redis.url, args=["--policy-file", str(policy)], env={"MOBIUS_DEFAULT_TTL": "77"})
+    proc = start_sidecar(
+        shared_redis.url, args=["--policy-file", str(policy)], env={"MOBIUS_DEFAULT_TTL": "77"}
+    )
     with proc.http() as http:
         assert http.get("/readyz").json()["policy"]["error"].startswith("the policy must be a mapping")
         assert _ttl_of(http, "envttl") == 77

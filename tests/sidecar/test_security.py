@@ -10,12 +10,19 @@ from tests.servers import RedisServer, free_port
 from tests.sidecar.procs import SidecarProcess
 
 
-def test_token_protects_v1_only(shared_redis: RedisServer, start_sidecar: Callable[..., SidecarProcess]) -> None:
+def test_token_protects_v1_only(
+    shared_redis: RedisServer, start_sidecar: Callable[..., SidecarProcess]
+) -> None:
     proc = start_sidecar(shared_redis.url, token="s3cret-token")
     with proc.http(token="") as anonymous, proc.http(token="wrong") as wrong, proc.http() as good:
         for client in (anonymous, wrong):
-            for method, path in (("GET", "/v1/cache/a"), ("PUT", "/v1/cache/a"), ("GET", "/v1/stats"),
-                                 ("POST", "/v1/batch/get"), ("HEAD", "/v1/cache/a")):
+            for method, path in (
+                ("GET", "/v1/cache/a"),
+                ("PUT", "/v1/cache/a"),
+                ("GET", "/v1/stats"),
+                ("POST", "/v1/batch/get"),
+                ("HEAD", "/v1/cache/a"),
+            ):
                 resp = client.request(method, path)
                 assert resp.status_code == 401, (method, path)
                 assert resp.headers["www-authenticate"].startswith("Bearer")
@@ -48,7 +55,8 @@ def test_public_bind_with_token_is_allowed(shared_redis: RedisServer) -> None:
 
 
 def test_cli_help_lists_every_option() -> None:
-    out = subprocess.run([sys.executable, "-m", "mobius_cache.server", "--help"], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mobius_cache.server", "--help"], capture_output=True, text=True, timeout=30
+    ).stdout
     for option in ("--redis-url", "--host", "--port", "--policy-file", "--token", "MOBIUS_SIDECAR_TOKEN"):
         assert option in out

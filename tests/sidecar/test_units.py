@@ -47,7 +47,12 @@ def test_json_value_shapes_round_trip() -> None:
 
 
 def test_loopback_detection() -> None:
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.5.0.1")
+    assert (
+        is_loopback("127.0.0.1")
+        and is_loopback("::1")
+        and is_loopback("localhost")
+        and is_loopback("127.5.0.1")
+    )
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("example.com")
 
 
@@ -70,8 +75,9 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_policy_json_and_yaml() -> None:
     doc = {"defaultTTL": 120, "maxTTL": 600, "keyPrefix": "p1:", "strategies": {"search": {"ttl": 30}}}
     from_json = parse_policy(json.dumps(doc), redis_url=URL)
-    from_yaml = parse_policy("defaultTTL: 120\nmaxTTL: 600\nkeyPrefix: 'p1:'\nstrategies: {search: {ttl: 30}}\n",
-                             redis_url=URL)
+    from_yaml = parse_policy(
+        "defaultTTL: 120\nmaxTTL: 600\nkeyPrefix: 'p1:'\nstrategies: {search: {ttl: 30}}\n", redis_url=URL
+    )
     assert from_json == from_yaml
     assert from_json.default_ttl == 120 and from_json.cache_prefix == "p1:"
     assert from_json.strategies["search"].ttl == 30

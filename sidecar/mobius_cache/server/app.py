@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from mobius_cache._config import CacheConfig
 from mobius_cache._exceptions import CacheError, CacheUnavailableError
@@ -68,6 +69,16 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route on this path (Starlette lists only the first route's methods)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -84,12 +95,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return _error_response(ApiError(422, "invalid_request", _validation_detail(exc)))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else code
-        return _error_response(ApiError(exc.status_code, code, detail, dict(exc.headers or {})))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return _error_response(ApiError(exc.status_code, code, detail, headers))
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
@@ -198,6 +212,18 @@ def create_app(
     return Front(api, state)
 
 
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional query or header parameter is absent, never JSON ``null``: drop the null alternative."""
+    options = schema.get("anyOf")
+    if not options:
+        return schema
+    kept = [o for o in options if o.get("type") != "null"]
+    if len(kept) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**kept[0], **rest}
+
+
 def _add_bearer_scheme(api: FastAPI) -> None:
     """Document the optional bearer token on /v1/* (enforced by the front door when a token is set)."""
 
@@ -220,8 +246,10 @@ def _add_bearer_scheme(api: FastAPI) -> None:
                 }
             }
             for path, ops in schema.get("paths", {}).items():
-                if path.startswith("/v1/"):
-                    for op in ops.values():
+                for op in ops.values():
+                    for param in op.get("parameters", ()):
+                        param["schema"] = _without_null(param["schema"])
+                    if path.startswith("/v1/"):
                         op["security"] = [{}, {"bearerAuth": []}]
             api.openapi_schema = schema
         return api.openapi_schema

@@ -60,7 +60,7 @@ def error_for(exc: CacheError) -> ApiError:
     if isinstance(exc, ValueTooLargeError):
         return ApiError(413, "value_too_large", str(exc))
     if isinstance(exc, SerializationError):
-        return ApiError(422, "invalid_value", str(exc))
+        return ApiError(400, "invalid_value", str(exc))
     if isinstance(exc, InvalidInputError):
         return ApiError(400, "invalid_input", str(exc))
     if isinstance(exc, CacheUnavailableError):

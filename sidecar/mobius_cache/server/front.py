@@ -104,6 +104,16 @@ class Front:
                         "missing or wrong bearer token",
                         [(b"www-authenticate", b'Bearer realm="mobius-sidecar"')],
                     )
+                elif path.startswith(CACHE_PREFIX) and path.endswith("/incr") and method != "POST":
+                    # ".../incr" is the counter route: no other method may treat it as part of a key.
+                    route = "/v1/cache/{key}/incr"
+                    await _send_error(
+                        send_tracking,
+                        405,
+                        "method_not_allowed",
+                        "only POST is allowed on .../incr",
+                        [(b"allow", b"POST")],
+                    )
                 elif path.startswith(CACHE_PREFIX) and (method == "GET" or method == "HEAD"):
                     route = CACHE_ROUTE
                     await self._read(scope, send_tracking, head=method == "HEAD")

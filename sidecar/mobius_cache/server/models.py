@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "BatchGetReply",
@@ -23,16 +23,27 @@ __all__ = [
 #: Keys, tags and items in one batch request; bounded so one request cannot monopolise Redis.
 MAX_BATCH = 1000
 
-Key = Field(min_length=1, max_length=512)
+#: What the cache accepts (mobius_cache._keys): no whitespace (Python's \s, hence \x85) or control characters.
+KEY_PATTERN = r"^[^\s\x00-\x1f\x7f\x85]+$"
+Key = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=KEY_PATTERN)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("by", "ttl", mode="before", check_fields=False)
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        # JSON true/false are not numbers here (pydantic would read them as 1/0); 1.0 still is.
+        if isinstance(value, bool):
+            raise ValueError("must be an integer, not a boolean")
+        return value
+
 
 class IncrRequest(_Strict):
-    by: int = Field(default=1, ge=-(2**63), le=2**63 - 1, description="amount to add (may be negative)")
-    ttl: int | None = Field(default=None, description="TTL in seconds set when the counter is created")
+    by: int = Field(default=1, ge=-(2**53), le=2**53, description="amount to add (may be negative)")
+    ttl: int | None = Field(default=None, gt=0, description="TTL in seconds set when the counter is created")
 
 
 class IncrReply(BaseModel):
@@ -45,7 +56,7 @@ class DeletedReply(BaseModel):
 
 
 class BatchGetRequest(_Strict):
-    keys: list[str] = Field(max_length=MAX_BATCH, description="logical keys, read in one round trip")
+    keys: list[Key] = Field(max_length=MAX_BATCH, description="logical keys, read in one round trip")
 
 
 class BatchGetReply(BaseModel):
@@ -56,10 +67,10 @@ class BatchGetReply(BaseModel):
 
 
 class BatchItem(_Strict):
-    key: str
+    key: Key
     value: Any = Field(description='any JSON value; {"$base64": "..."} stores bytes')
-    ttl: int | None = Field(default=None, description="seconds; default: the namespace's strategy TTL")
-    tags: list[str] = Field(default_factory=list, max_length=MAX_BATCH)
+    ttl: int | None = Field(default=None, gt=0, description="seconds; default: the namespace's strategy TTL")
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_BATCH)
 
 
 class BatchSetRequest(_Strict):
@@ -71,10 +82,22 @@ class BatchSetReply(BaseModel):
 
 
 class InvalidateRequest(_Strict):
-    keys: list[str] = Field(default_factory=list, max_length=MAX_BATCH)
-    pattern: str | None = Field(default=None, description="glob inside the prefix, e.g. 'search:*'")
-    tags: list[str] = Field(default_factory=list, max_length=MAX_BATCH)
-    cascade: str | None = Field(default=None, description="a key removed with everything that depends on it")
+    # At least one selector must be given (also checked in the route, with a clear message).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["keys"], "properties": {"keys": {"minItems": 1}}},
+                {"required": ["pattern"], "properties": {"pattern": {"type": "string"}}},
+                {"required": ["tags"], "properties": {"tags": {"minItems": 1}}},
+                {"required": ["cascade"], "properties": {"cascade": {"type": "string"}}},
+            ]
+        },
+    )
+    keys: list[Key] = Field(default_factory=list, max_length=MAX_BATCH)
+    pattern: Key | None = Field(default=None, description="glob inside the prefix, e.g. 'search:*'")
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_BATCH)
+    cascade: Key | None = Field(default=None, description="a key removed with everything that depends on it")
 
 
 class HealthReply(BaseModel):

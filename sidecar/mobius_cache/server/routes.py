@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -19,6 +19,7 @@ from mobius_cache._exceptions import CacheError, InvalidationQueuedError
 
 from .errors import ApiError, ErrorBody
 from .models import (
+    KEY_PATTERN,
     BatchGetReply,
     BatchGetRequest,
     BatchSetReply,
@@ -28,7 +29,9 @@ from .models import (
     IncrReply,
     IncrRequest,
     InvalidateRequest,
+    Key,
     ReadyReply,
+    Tag,
 )
 from .reads import read_response
 from .values import decode_json_value, encode_for_json, normalize_content_type
@@ -45,6 +48,9 @@ router = APIRouter()
 KeyParam = Annotated[
     str,
     Path(
+        min_length=1,
+        max_length=512,
+        pattern=KEY_PATTERN,
         description="logical key, e.g. user:42:session (1-512 bytes, no whitespace or control characters); "
         "its first segment selects the namespace strategy",
     ),
@@ -155,17 +161,19 @@ async def put_value(
     ttl: Annotated[
         int | None, Query(gt=0, description="seconds; default: the namespace's strategy TTL")
     ] = None,
-    tag: Annotated[list[str] | None, Query(description="tag for invalidation (repeatable)")] = None,
-    depends_on: Annotated[list[str] | None, Query(description="parent key (repeatable)")] = None,
-    if_match: Annotated[str | None, Header(description="store only if the current ETag is this")] = None,
-    if_none_match: IfNoneMatch = None,
+    tag: Annotated[list[Tag] | None, Query(description="tag for invalidation (repeatable)")] = None,
+    depends_on: Annotated[list[Key] | None, Query(description="parent key (repeatable)")] = None,
+    if_match: Annotated[
+        str | None, Header(min_length=1, description="store only if the current ETag is this (* = any)")
+    ] = None,
+    if_none_match: Annotated[
+        Literal["*"] | None, Header(description="* = store only if the key is absent")
+    ] = None,
 ) -> Response:
     cache = _cache(request)
     content_type = normalize_content_type(request.headers.get("content-type"))
     if content_type is None:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be a media type such as text/plain")
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise ApiError(400, "invalid_precondition", "PUT supports only 'If-None-Match: *' (store if absent)")
     if if_none_match is not None and if_match is not None:
         raise ApiError(400, "invalid_precondition", "send either If-Match or If-None-Match, not both")
     if_etag = await _expected_etag(cache, key, if_match) if if_match is not None else None
