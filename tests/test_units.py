@@ -162,3 +162,19 @@ def test_keys_and_ttls() -> None:
     assert validate_key("ü" * 256) == "ü" * 256
     with pytest.raises(InvalidKeyError):
         validate_key("ü" * 257)
+
+
+def test_the_layering_contract_covers_every_library_module() -> None:
+    """import-linter checks that the library never imports FastAPI or kopf; a new module must be in it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    contracts = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    listed = set(contracts[0]["source_modules"])
+    modules = {
+        f"mobius_cache.{p.stem}"
+        for p in (root / "sidecar/mobius_cache").glob("_*.py")
+        if p.stem != "__init__"
+    }
+    assert modules | {"mobius_cache.strategies"} == listed
