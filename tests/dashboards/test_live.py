@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from tests.dashboards.stack import KEYSPACE, Run, Stack, drive
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("dashboards-live"),
     pytest.mark.skipif(
         not all(
             shutil.which(t) for t in ("prometheus", "promtool", "prometheus-redis-exporter", "redis-server")
@@ -46,7 +45,7 @@ class Live:
     seconds: float
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     began = time.monotonic()
     stack = Stack(tmp_path_factory.mktemp("live")).start()
@@ -65,13 +64,13 @@ def _range(live: Live, q: PanelQuery) -> list[dict[str, Any]]:
     return live.prom.query_range(expr, run.start, run.end, 1.0)
 
 
-def test_the_stack_came_up_and_the_workload_ran_quickly(live: Live) -> None:
+def check_the_stack_came_up_and_the_workload_ran_quickly(live: Live) -> None:
     assert live.run.circuit_opened, "MobiusCacheCircuitOpen never went pending while Redis was frozen"
     assert live.run.redis_down_seen, "MobiusRedisDown never went pending while Redis was frozen"
     assert live.seconds < 60, f"the live stack and workload took {live.seconds:.1f}s"
 
 
-def test_every_panel_query_returns_data(live: Live) -> None:
+def check_every_panel_query_returns_data(live: Live) -> None:
     empty = []
     for q in queries():
         rows = _range(live, q)
@@ -86,7 +85,7 @@ def _one(rows: list[dict[str, Any]]) -> float:
     return float(rows[0]["value"][1])
 
 
-def test_hit_ratio_panels_agree_with_the_workload(live: Live) -> None:
+def check_hit_ratio_panels_agree_with_the_workload(live: Live) -> None:
     run = live.run
     window = f"{int((run.measured_to - run.measured_from) * 1000)}ms"
     panels = {q.title + "/" + q.ref_id: q for q in queries(("mobius-cache-overview.json",))}
@@ -103,7 +102,7 @@ def test_hit_ratio_panels_agree_with_the_workload(live: Live) -> None:
     assert abs(run.tally.ratio("search") - run.tally.ratio("document")) > 0.1
 
 
-def test_sidecar_metrics_pass_promtool_check_metrics(live: Live) -> None:
+def check_sidecar_metrics_pass_promtool_check_metrics(live: Live) -> None:
     text = httpx.get(f"{live.stack.sidecar_url}/metrics", timeout=5).text
     for family in (
         "mobius_cache_requests_total",
@@ -124,7 +123,7 @@ def test_sidecar_metrics_pass_promtool_check_metrics(live: Live) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_alert_rules_load_and_go_pending_on_the_fault(live: Live) -> None:
+def check_alert_rules_load_and_go_pending_on_the_fault(live: Live) -> None:
     groups = live.prom._get("/api/v1/rules", {"type": "alert"})["groups"]
     rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
     assert len(rules) >= 7, sorted(rules)
@@ -140,10 +139,31 @@ def test_alert_rules_load_and_go_pending_on_the_fault(live: Live) -> None:
         assert not rows, f"{alert} fired within a one-minute test: its `for` is missing or too short"
 
 
-def test_previews_are_drawn_from_the_live_prometheus(live: Live, tmp_path: Path) -> None:
+def check_previews_are_drawn_from_the_live_prometheus(live: Live, tmp_path: Path) -> None:
     out = Path(os.environ.get("MOBIUS_PREVIEW_DIR") or tmp_path)
     paths = preview.render(live.stack.prom_url, live.run.start, live.run.end, out)
     assert [p.name for p in paths] == ["mobius-cache-overview.png", "mobius-cache-redis.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 20_000, f"{path} looks empty"
+
+
+def test_dashboards_and_alerts_on_a_live_stack(live: Live, tmp_path: Path) -> None:
+    """One test for the whole live run: the stack is started and driven once (~15-30 s), and every check
+    runs against it. (Separate tests sharing a fixture would each start their own stack under xdist, which
+    splits them across workers.) All checks run; the failures are reported together."""
+    checks: list[Callable[[], None]] = [
+        lambda: check_the_stack_came_up_and_the_workload_ran_quickly(live),
+        lambda: check_hit_ratio_panels_agree_with_the_workload(live),
+        lambda: check_every_panel_query_returns_data(live),
+        lambda: check_sidecar_metrics_pass_promtool_check_metrics(live),
+        lambda: check_alert_rules_load_and_go_pending_on_the_fault(live),
+        lambda: check_previews_are_drawn_from_the_live_prometheus(live, tmp_path),
+    ]
+    failures = []
+    for check in checks:
+        try:
+            check()
+        except AssertionError as exc:
+            failures.append(f"{exc}")
+    assert not failures, "\n\n".join(failures)
