@@ -183,11 +183,13 @@ def create_app(
         if watcher is not None:
             watcher.apply = cache.update_config
             watcher.start()
-        # Everything allocated so far lives as long as the process: keep it out of every GC pass.
-        gc.collect()
-        gc.freeze()
-        _, gen1, gen2 = gc.get_threshold()
-        gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+        if settings.gc_tuning:
+            # Everything allocated so far lives as long as the process: keep it out of every GC pass, and
+            # collect the young generation less often (each pass is short; their number makes the tail).
+            gc.collect()
+            gc.freeze()
+            _, gen1, gen2 = gc.get_threshold()
+            gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
         log.info("mobius-sidecar ready on %s:%s", settings.sidecar_host, settings.sidecar_port)
         try:
             yield

@@ -47,6 +47,9 @@ class SidecarSettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="largest request body accepted (413)")
     tracing: bool = Field(default=False, description="OpenTelemetry server spans + Redis client spans")
     access_log: bool = Field(default=False, description="one log line per request (off: it costs latency)")
+    gc_tuning: bool = Field(
+        default=True, description="gc.freeze() after start-up and a higher gen-0 threshold (shorter tails)"
+    )
     shutdown_timeout: float = Field(
         default=20.0, gt=0, le=600, description="seconds in-flight requests get after SIGTERM"
     )

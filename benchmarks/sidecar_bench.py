@@ -1,0 +1,329 @@
+"""The sidecar's hit path over HTTP, against a naive FastAPI + redis-py endpoint and a raw ASGI constant.
+
+``run(quick)`` returns::
+
+    {"closed_loop": {"connections": 16, "rounds": n, "servers": {name: {"rps": summary, "p50_ms", "p99_ms"}}},
+     "ratios": {"sidecar_vs_naive": x, "sidecar_vs_ceiling": y},
+     "fixed_rate": {"rate": 1000, "in_process_p90_ms", "sidecar_p90_ms", "constant_p90_ms", "added_p90_ms", ...},
+     "gc": {"tuned": {...}, "untuned": {...}}}
+
+Every server is one uvicorn worker (uvloop + httptools) in its own process; the load comes from a lean
+asyncio HTTP/1.1 client (keep-alive, one request in flight per connection) in this process, so the machine's
+two cores are split between load and server alike for every target. Targets alternate within each round so
+that the shared machine's noise hits all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from mobius_cache import Cache, CacheConfig
+from tests.servers import free_port
+
+from .common import Progress, loadavg, percentile, redis_server, summarize
+
+KEY = "bench:hit"
+VALUE = b"v" * 100
+CONNECTIONS = 16
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def path(self) -> bytes:
+        return f"/v1/cache/{KEY}".encode()
+
+
+def _start(name: str, cmd: list[str], env: dict[str, str], port: int) -> Server:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/v1/cache/{KEY}", timeout=0.5).status_code in (200, 404):
+                return Server(name, port, proc)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        time.sleep(0.05)
+    proc.kill()
+    raise TimeoutError(f"{name} did not start")
+
+
+@contextlib.contextmanager
+def _servers(redis_url: str, gc_tuning: bool = True, only_sidecar: bool = False) -> Iterator[list[Server]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOBIUS_")}
+    env.update(BENCH_REDIS_URL=redis_url, MOBIUS_GC_TUNING="1" if gc_tuning else "0")
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--host",
+        "127.0.0.1",
+    ]
+    servers: list[Server] = []
+    try:
+        port = free_port()
+        servers.append(
+            _start(
+                "sidecar",
+                [
+                    sys.executable,
+                    "-m",
+                    "mobius_cache.server",
+                    "--redis-url",
+                    redis_url,
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+                port,
+            )
+        )
+        if not only_sidecar:
+            port = free_port()
+            servers.append(
+                _start(
+                    "naive", [*uvicorn, "--port", str(port), "benchmarks.sidecar_apps:naive_app"], env, port
+                )
+            )
+            port = free_port()
+            servers.append(
+                _start(
+                    "constant",
+                    [*uvicorn, "--port", str(port), "benchmarks.sidecar_apps:constant_app"],
+                    env,
+                    port,
+                )
+            )
+        yield servers
+    finally:
+        for server in servers:
+            server.proc.terminate()
+        for server in servers:
+            try:
+                server.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+
+
+# --- a lean HTTP/1.1 client ------------------------------------------------------------------------------
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+        self.reader, self.writer, self.request = reader, writer, request
+
+    @classmethod
+    async def open(cls, port: int, path: bytes) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        return cls(reader, writer, request)
+
+    async def get(self) -> int:
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        at = lower.find(b"content-length:")
+        if at >= 0:
+            length = int(lower[at + 15 : lower.find(b"\r\n", at)])
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _closed_loop(port: int, path: bytes, seconds: float, connections: int) -> dict[str, float]:
+    conns = [await Conn.open(port, path) for _ in range(connections)]
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(conn: Conn) -> None:
+        nonlocal errors
+        clock = time.perf_counter
+        while clock() < stop_at:
+            t0 = clock()
+            if await conn.get() != 200:
+                errors += 1
+            latencies.append(clock() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "errors": errors,
+    }
+
+
+async def _fixed_rate(call: Any, rate: int, seconds: float) -> list[float]:
+    """Latencies of ``call()`` started at ``rate`` per second (open loop: one task per request)."""
+    latencies: list[float] = []
+    clock = time.perf_counter
+
+    async def one() -> None:
+        t0 = clock()
+        await call()
+        latencies.append(clock() - t0)
+
+    tasks = set()
+    start = clock()
+    for i in range(int(rate * seconds)):
+        delay = start + i / rate - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    latencies.sort()
+    return latencies
+
+
+async def _http_fixed_rate(port: int, path: bytes, rate: int, seconds: float) -> list[float]:
+    idle: asyncio.Queue[Conn] = asyncio.Queue()
+    for _ in range(4):
+        idle.put_nowait(await Conn.open(port, path))
+
+    async def call() -> None:
+        conn = await idle.get()
+        try:
+            await conn.get()
+        finally:
+            idle.put_nowait(conn)
+
+    latencies = await _fixed_rate(call, rate, seconds)
+    while not idle.empty():
+        idle.get_nowait().close()
+    return latencies
+
+
+def _p(latencies: list[float], q: float) -> float:
+    return round(percentile(latencies, q) * 1000, 4)
+
+
+async def run(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
+    say = progress or (lambda message: print(message, file=sys.stderr))
+    rounds, seconds = (2, 2.0) if quick else (5, 4.0)
+    rate_seconds = 3.0 if quick else 8.0
+    out: dict[str, Any] = {"loadavg_start": loadavg(), "connections": CONNECTIONS}
+    with redis_server() as redis:
+        with redis.client() as r:
+            r.set("mobius:" + KEY, VALUE)
+        async with Cache(CacheConfig(redis_url=redis.url), registry=CollectorRegistry()) as cache:
+            await cache.set_raw(KEY, VALUE, "application/octet-stream", 3600)
+        with _servers(redis.url) as servers:
+            per: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+            for round_no in range(rounds):
+                for server in servers:
+                    await _closed_loop(server.port, server.path, 0.3, CONNECTIONS)  # warm-up
+                    result = await _closed_loop(server.port, server.path, seconds, CONNECTIONS)
+                    per[server.name].append(result)
+                    say(
+                        f"sidecar bench round {round_no + 1}/{rounds} {server.name}: {result['rps']:.0f} req/s "
+                        f"p99 {result['p99_ms']:.2f} ms"
+                    )
+            closed = {
+                name: {
+                    "rps": summarize([r["rps"] for r in rs]),
+                    "p50_ms": summarize([r["p50_ms"] for r in rs]),
+                    "p99_ms": summarize([r["p99_ms"] for r in rs]),
+                    "errors": sum(r["errors"] for r in rs),
+                }
+                for name, rs in per.items()
+            }
+            ratio_rounds = [s["rps"] / n["rps"] for s, n in zip(per["sidecar"], per["naive"], strict=True)]
+            out["closed_loop"] = {"seconds": seconds, "rounds": rounds, "servers": closed}
+            out["ratios"] = {
+                "sidecar_vs_naive": summarize(ratio_rounds),
+                "sidecar_vs_ceiling": summarize(
+                    [s["rps"] / c["rps"] for s, c in zip(per["sidecar"], per["constant"], strict=True)]
+                ),
+            }
+
+            # Fixed 1000 req/s: what the sidecar adds over calling Cache.get in-process.
+            by_name = {s.name: s for s in servers}
+            async with Cache(CacheConfig(redis_url=redis.url), registry=CollectorRegistry()) as cache:
+                await cache.get(KEY)
+                inproc = await _fixed_rate(lambda: cache.get(KEY), 1000, rate_seconds)
+            side = await _http_fixed_rate(
+                by_name["sidecar"].port, by_name["sidecar"].path, 1000, rate_seconds
+            )
+            const = await _http_fixed_rate(
+                by_name["constant"].port, by_name["constant"].path, 1000, rate_seconds
+            )
+            out["fixed_rate"] = {
+                "rate": 1000,
+                "seconds": rate_seconds,
+                "in_process": {
+                    "p50_ms": _p(inproc, 0.5),
+                    "p90_ms": _p(inproc, 0.9),
+                    "p99_ms": _p(inproc, 0.99),
+                },
+                "sidecar": {"p50_ms": _p(side, 0.5), "p90_ms": _p(side, 0.9), "p99_ms": _p(side, 0.99)},
+                "constant_http": {
+                    "p50_ms": _p(const, 0.5),
+                    "p90_ms": _p(const, 0.9),
+                    "p99_ms": _p(const, 0.99),
+                },
+                "added_p90_ms": round(_p(side, 0.9) - _p(inproc, 0.9), 4),
+            }
+            say(
+                f"sidecar bench fixed 1000/s: in-process p90 {_p(inproc, 0.9):.3f} ms, "
+                f"sidecar p90 {_p(side, 0.9):.3f} ms"
+            )
+
+        # Cyclic GC: the same sidecar with and without gc.freeze() + the raised gen-0 threshold.
+        gc_rows: dict[str, list[dict[str, float]]] = {"tuned": [], "untuned": []}
+        for tuned in (True, False) * (1 if quick else 2):
+            with _servers(redis.url, gc_tuning=tuned, only_sidecar=True) as (sidecar,):
+                await _closed_loop(sidecar.port, sidecar.path, 0.3, CONNECTIONS)
+                gc_rows["tuned" if tuned else "untuned"].append(
+                    await _closed_loop(sidecar.port, sidecar.path, seconds, CONNECTIONS)
+                )
+        out["gc"] = {
+            name: {
+                "rps": summarize([r["rps"] for r in rows]),
+                "p99_ms": summarize([r["p99_ms"] for r in rows]),
+            }
+            for name, rows in gc_rows.items()
+        }
+    out["loadavg_end"] = loadavg()
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    import uvloop
+
+    print(json.dumps(uvloop.run(run("--quick" in sys.argv)), indent=2))
