@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -96,3 +97,20 @@ async def test_batches_larger_than_the_cap_are_split(cache: Cache, n: int) -> No
     got = await asyncio.gather(*(cache.get(f"other:none{i}") for i in range(n)))
     await blocker
     assert got == [MISS] * n
+
+
+async def test_cluster_pipelines_route_each_command_by_slot(redis_cluster: Any) -> None:
+    cfg = make_config(redis_cluster.url, "cp:", redis_min_connections=0)
+    async with Cache(cfg, registry=CollectorRegistry()) as c:
+        keys = [f"other:{i}" for i in range(300)]  # spread over every primary
+        await c.set_many({k: i for i, k in enumerate(keys)})
+        before = c.executor.batches  # type: ignore[attr-defined]
+        got = await asyncio.gather(*(c.get(k) for k in keys))
+        assert got == list(range(300))
+        assert 1 <= c.executor.batches - before <= 5  # type: ignore[attr-defined]
+        await c.set("api:v1:text", "not a number")
+        results = await asyncio.gather(
+            c.get(keys[0]), c.incr("api:v1:text"), c.incr("api:v1:n"), c.get(keys[1]), return_exceptions=True
+        )
+        assert results[0] == 0 and results[3] == 1
+        assert isinstance(results[1], InvalidInputError) and results[2] == 1

@@ -177,9 +177,6 @@ class Cache:
         while True:
             try:
                 reply = await self._executor.execute(*args)
-            except redis_errors.ResponseError as exc:
-                breaker.record_success()
-                raise translate(exc) from exc
             except PoolExhaustedError:
                 raise
             except CONNECTION_ERRORS as exc:
@@ -192,6 +189,9 @@ class Cache:
                     raise err from exc
                 attempt += 1
                 await asyncio.sleep(self._backoff(attempt))
+            except redis_errors.ResponseError as exc:  # the command was wrong, Redis is fine
+                breaker.record_success()
+                raise translate(exc) from exc
             else:
                 if breaker.failures:
                     breaker.record_success()
@@ -271,7 +271,8 @@ class Cache:
         except CacheError as exc:
             status = "bypass" if isinstance(exc, CircuitOpenError) else "error"
             self.metrics.requests[(ns, "get", status)] += 1
-            if status == "error":
+            if status == "error":  # a failed read took real time (a timeout, retries): it belongs in latency
+                self.metrics.observe("get", time.perf_counter() - t0, key)
                 log.warning("cache read failed, answering a miss: %s", exc)
             return MISS, status
         if raw is None:
@@ -441,8 +442,10 @@ class Cache:
                 ok = await self._store_cluster(fk, stored, ttl, index_keys, cond)
             else:
                 ok = bool(await self._script(SET_INDEXED, [fk, *index_keys], [stored, ttl, cond]))
-        except CacheError:
+        except CacheError as exc:
             self.metrics.requests[(ns, "set", "error")] += 1
+            if not isinstance(exc, CircuitOpenError):
+                self.metrics.observe("set", time.perf_counter() - t0, key)
             raise
         self.metrics.requests[(ns, "set", "ok" if ok else "skipped")] += 1
         self.metrics.observe("set", time.perf_counter() - t0, key)
@@ -526,6 +529,8 @@ class Cache:
             if "not an integer" in str(exc) or "overflow" in str(exc):
                 raise InvalidInputError(f"{key!r} holds a value that is not an integer counter") from exc
             self.metrics.requests[(ks.ns_label(key), "incr", "error")] += 1
+            if not isinstance(exc, CircuitOpenError):
+                self.metrics.observe("incr", time.perf_counter() - t0, key)
             raise
         self.metrics.requests[(ks.ns_label(key), "incr", "ok")] += 1
         self.metrics.observe("incr", time.perf_counter() - t0, key)

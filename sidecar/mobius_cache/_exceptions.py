@@ -98,6 +98,8 @@ def translate(exc: BaseException) -> CacheError:
         isinstance(exc, redis_errors.ConnectionError) and "No connection available" in str(exc)
     ):
         err: CacheError = PoolExhaustedError(f"no free Redis connection: {exc}")
+    elif isinstance(exc, _CLUSTER_TRANSIENT):
+        err = CacheUnavailableError(f"Redis Cluster cannot serve this now (failover?): {exc}")
     elif isinstance(exc, redis_errors.TimeoutError | TimeoutError):
         err = CacheTimeoutError(f"Redis did not answer in time: {exc or type(exc).__name__}")
     elif isinstance(exc, redis_errors.ConnectionError | ConnectionError | OSError):
@@ -114,11 +116,20 @@ def translate(exc: BaseException) -> CacheError:
     return err
 
 
-#: Errors that say "the connection failed", worth a retry and counted by the breaker.
+#: Cluster replies that mean "not now" (a failover in progress), not "your command is wrong".
+_CLUSTER_TRANSIENT: tuple[type[BaseException], ...] = (
+    redis_errors.ClusterError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.RedisClusterException,
+)
+
+#: Errors that say "Redis could not serve it", worth a retry and counted by the breaker.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     ConnectionError,
     TimeoutError,
     OSError,
+    *_CLUSTER_TRANSIENT,
 )

@@ -44,6 +44,9 @@ BUCKETS: tuple[float, ...] = (
 )
 
 
+_READ_OPS = frozenset({"get", "get_many"})
+
+
 class _Histogram:
     __slots__ = ("counts", "total")
 
@@ -77,8 +80,8 @@ class Metrics:
     def hits_misses(self) -> dict[str, dict[str, int]]:
         """Per namespace: hits, misses, errors and bypasses of reads."""
         out: dict[str, dict[str, int]] = {}
-        for (ns, _op, result), n in list(self.requests.items()):
-            if result in ("hit", "miss", "bypass", "error"):
+        for (ns, op, result), n in list(self.requests.items()):
+            if op in _READ_OPS and result in ("hit", "miss", "bypass", "error"):
                 row = out.setdefault(ns, {"hit": 0, "miss": 0, "bypass": 0, "error": 0})
                 row[result] += n
         return out

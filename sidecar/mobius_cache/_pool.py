@@ -207,30 +207,27 @@ async def _quiet_disconnect(conn: AbstractConnection) -> None:
         await conn.disconnect(nowait=True)
 
 
-class LeanExecutor:
-    """Standalone Redis through :class:`Pool`, with implicit pipelining of concurrent commands."""
+Batch = list[tuple[Command, "asyncio.Future[Any]"]]
 
-    cluster = False
 
-    def __init__(self, pool: Pool, *, autopipeline: bool = True) -> None:
-        self.pool = pool
+class _Coalescing:
+    """Implicit pipelining: a lone command runs directly (``_direct``); commands issued while others are in
+    flight are queued, and each event-loop tick's queue is run as pipelines of at most ``_MAX_BATCH``
+    (``_run_batch``, which settles every command's future, in order)."""
+
+    def __init__(self, autopipeline: bool) -> None:
         self.autopipeline = autopipeline
-        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._pending: Batch = []
         self._flush_scheduled = False
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0  # how many pipelines were sent (tests and benchmarks read it)
 
-    async def start(self) -> None:
-        await self.pool.start()
+    async def _direct(self, args: Command) -> Any:
+        raise NotImplementedError
 
-    async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.pool.close()
-
-    def pool_stats(self) -> dict[str, int]:
-        return self.pool.stats()
+    async def _run_batch(self, batch: Batch) -> None:
+        raise NotImplementedError
 
     async def execute(self, *args: Any) -> Any:
         if not self.autopipeline or (self._inflight == 0 and not self._pending):
@@ -243,9 +240,51 @@ class LeanExecutor:
             loop.call_soon(self._flush)
         return await fut
 
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), _MAX_BATCH):
+            task = asyncio.ensure_future(self._run_batch(pending[i : i + _MAX_BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        await self._run_batch(list(zip(commands, futs, strict=True)))
+        return [f.exception() or f.result() for f in futs]
+
+    async def _finish_batches(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class LeanExecutor(_Coalescing):
+    """Standalone Redis through :class:`Pool`, with implicit pipelining of concurrent commands."""
+
+    cluster = False
+
+    def __init__(self, pool: Pool, *, autopipeline: bool = True) -> None:
+        super().__init__(autopipeline)
+        self.pool = pool
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def close(self) -> None:
+        await self._finish_batches()
+        await self.pool.close()
+
+    def pool_stats(self) -> dict[str, int]:
+        return self.pool.stats()
+
     async def _direct(self, args: Command) -> Any:
-        conn = await self.pool.acquire()
-        self._inflight += 1
+        self._inflight += 1  # before any await: callers arriving meanwhile must queue behind it
+        try:
+            conn = await self.pool.acquire()
+        except BaseException:
+            self._inflight -= 1
+            raise
         try:
             await _send(conn, _pack(conn, (args,)))
             reply = await conn.read_response()
@@ -261,21 +300,7 @@ class LeanExecutor:
         finally:
             self._inflight -= 1
 
-    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
-        await self._run_batch(list(zip(commands, futs, strict=True)))
-        return [f.exception() or f.result() for f in futs]
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, []
-        for i in range(0, len(pending), _MAX_BATCH):
-            task = asyncio.ensure_future(self._run_batch(pending[i : i + _MAX_BATCH]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run_batch(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _run_batch(self, batch: Batch) -> None:
         self._inflight += len(batch)
         self.batches += 1
         try:
@@ -363,13 +388,18 @@ class RedisPyExecutor:
         }
 
 
-class ClusterExecutor:
+class ClusterExecutor(_Coalescing):
     """Redis Cluster through redis-py's ``RedisCluster``: slot routing, redirections and failover are its job.
-    Multi-key commands are split per slot by the caller (``Cache``), never sent across slots."""
+    Multi-key commands are split per slot by the caller (``Cache``), never sent across slots. Implicit
+    pipelining goes through redis-py's cluster pipeline, which groups each batch per node and routes every
+    command by its slot."""
 
     cluster = True
 
-    def __init__(self, url: str, kwargs: dict[str, Any], max_size: int, pool_timeout: float) -> None:
+    def __init__(
+        self, url: str, kwargs: dict[str, Any], max_size: int, pool_timeout: float, autopipeline: bool
+    ) -> None:
+        super().__init__(autopipeline)
         # redis-py's cluster client raises (or, with pipelines, trips over itself) when more commands are
         # in flight than connections; a semaphore makes callers wait instead, bounded by pool_timeout.
         self._slots = asyncio.Semaphore(max_size)
@@ -396,9 +426,13 @@ class ClusterExecutor:
             log.warning("could not reach the Redis Cluster at start-up: %s", exc)
 
     async def close(self) -> None:
+        await self._finish_batches()
         await self.redis.aclose()
 
     async def _acquire(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # does not suspend while a slot is free
+            return
         try:
             await asyncio.wait_for(self._slots.acquire(), self._pool_timeout)
         except TimeoutError:
@@ -406,22 +440,40 @@ class ClusterExecutor:
                 f"all {self._max} cluster command slots stayed busy for {self._pool_timeout}s"
             ) from None
 
-    async def execute(self, *args: Any) -> Any:
-        await self._acquire()
+    async def _direct(self, args: Command) -> Any:
+        self._inflight += 1  # before any await: callers arriving meanwhile must queue behind it
         try:
-            return await self.redis.execute_command(*args)
+            await self._acquire()
+            try:
+                return await self.redis.execute_command(*args)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._inflight -= 1
 
-    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
-        await self._acquire()
+    async def _run_batch(self, batch: Batch) -> None:
+        self._inflight += len(batch)
+        self.batches += 1
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for cmd in commands:
-                    pipe.execute_command(*cmd)
-                return list(await pipe.execute(raise_on_error=False))
+            await self._acquire()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for cmd, _fut in batch:
+                        pipe.execute_command(*cmd)
+                    replies = await pipe.execute(raise_on_error=False)
+            finally:
+                self._slots.release()
+        except Exception as exc:
+            _fail(batch, exc)
+            return
         finally:
-            self._slots.release()
+            self._inflight -= len(batch)
+        for (_cmd, fut), reply in zip(batch, replies, strict=True):
+            if not fut.done():
+                if isinstance(reply, Exception):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
 
     def pool_stats(self) -> dict[str, int]:
         in_use = idle = total_max = 0
@@ -447,7 +499,7 @@ def make_executor(
     plain_url = url.replace("+cluster://", "://")
     kwargs = _connection_kwargs(plain_url, password, socket_timeout, connect_timeout)
     if cluster:
-        return ClusterExecutor(plain_url, kwargs, max_size, pool_timeout)
+        return ClusterExecutor(plain_url, kwargs, max_size, pool_timeout, autopipeline)
     if _redis_is_instrumented():
         log.info("redis-py is instrumented (tracing): commands go through Redis.execute_command")
         return RedisPyExecutor(plain_url, kwargs, max_size, min_size, pool_timeout)
