@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from mobius_operator import redis_admin
-from mobius_operator.kube import Kube, SecretError
+from mobius_operator.kube import Kube, KubeError, SecretError
 from mobius_operator.reconcile import (
     Applied,
     Claim,
@@ -24,6 +24,7 @@ from mobius_operator.reconcile import (
     Invalid,
     InvalidSpec,
     Outcome,
+    PublishFailed,
     RedisRefused,
     RedisUnreachable,
     SecretUnavailable,
@@ -121,7 +122,10 @@ class Reconciler:
 
         configmap = policy_configmap(str(meta.name), str(meta.namespace), plan.policy_json)
         kopf.append_owner_reference(configmap, owner=body, block_owner_deletion=False)
-        await api.upsert_configmap(configmap)
+        try:
+            await api.upsert_configmap(configmap)
+        except KubeError as exc:
+            return PublishFailed(str(exc))
 
         password = None
         if plan.target.secret_name:
@@ -135,6 +139,8 @@ class Reconciler:
             seen = await redis_admin.ensure(
                 plan.target, password, plan.settings, timeout=self.options.redis_timeout
             )
+        except redis_admin.RedisAuthError as exc:
+            return RedisUnreachable(str(exc), reason="AuthenticationFailed")
         except redis_admin.RedisUnreachableError as exc:
             return RedisUnreachable(str(exc))
         except redis_admin.RedisRefusedError as exc:
@@ -166,7 +172,10 @@ class Reconciler:
                 if changed:
                     kopf.event(body, type="Normal", reason="Applied", message=shown or "already in place")
             return
-        message = getattr(outcome, "message", None) or f"conflicts with {getattr(outcome, 'winner', None)}"
+        if isinstance(outcome, Conflict):
+            message = f"Redis {outcome.winner.target} is owned by the older CacheConfig {outcome.winner.ref}"
+        else:
+            message = outcome.message
         logger.warning(f"Not ready ({ready[1]}): {message}")
         if changed:
             kopf.event(body, type="Warning", reason=ready[1], message=message)
@@ -181,6 +190,7 @@ def outcome_ready(outcome: Outcome) -> tuple[str, str]:
         SecretUnavailable: "SecretUnavailable",
         RedisUnreachable: "RedisUnreachable",
         RedisRefused: "ApplyFailed",
+        PublishFailed: "PublishFailed",
     }
     return ("True" if isinstance(outcome, Applied) else "False", reasons[type(outcome)])
 

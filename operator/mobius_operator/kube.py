@@ -14,14 +14,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["Kube", "SecretError"]
+__all__ = ["Kube", "KubeError", "SecretError"]
 
 
 class SecretError(Exception):
     """The password Secret (or its key) cannot be read; the message names it."""
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed (status, network, timeout); the message says which object."""
 
 
 class Kube:
@@ -51,6 +56,8 @@ class Kube:
         """The decoded value of ``data[key]`` in Secret ``namespace/name``."""
         try:
             secret = await self.core.read_namespaced_secret(name, namespace, _request_timeout=self.timeout)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SecretError(f"cannot read Secret {namespace}/{name}: {exc or type(exc).__name__}") from exc
         except ApiException as exc:
             if exc.status == 404:
                 raise SecretError(
@@ -72,6 +79,20 @@ class Kube:
             raise SecretError(f"Secret {namespace}/{name} key {key!r} is not valid base64 UTF-8") from exc
 
     async def upsert_configmap(self, body: Mapping[str, Any]) -> str:
+        """Create-or-patch the ConfigMap (see :meth:`_upsert`); API and network errors become KubeError."""
+        meta = body["metadata"]
+        try:
+            return await self._upsert(body)
+        except ApiException as exc:
+            raise KubeError(
+                f"cannot write ConfigMap {meta['namespace']}/{meta['name']}: {exc.status} {exc.reason}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(
+                f"cannot write ConfigMap {meta['namespace']}/{meta['name']}: {exc or type(exc).__name__}"
+            ) from exc
+
+    async def _upsert(self, body: Mapping[str, Any]) -> str:
         """Create the ConfigMap, or patch data, labels and owners that differ: 'created', 'patched', 'unchanged'.
 
         Idempotent, so replays of the same event (and operator restarts) leave one identical object.

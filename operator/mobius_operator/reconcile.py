@@ -28,6 +28,7 @@ __all__ = [
     "InvalidSpec",
     "Outcome",
     "Plan",
+    "PublishFailed",
     "RedisRefused",
     "RedisStats",
     "RedisTarget",
@@ -249,16 +250,17 @@ class Claim:
 
 
 def find_conflict(me: Claim, claims: Iterable[Claim]) -> Claim | None:
-    """The older claim on the same Redis whose memory settings differ from mine, if any.
+    """The claim that owns my Redis, when it asks for other memory settings than mine; else None.
 
-    Redis has one maxmemory and one policy: the oldest resource (creationTimestamp, then namespace/name) wins,
-    and a later resource is applied only when it asks for the very same settings.
+    Redis has one maxmemory and one policy, so the oldest resource on a server (creationTimestamp, then
+    namespace/name) owns it; a later resource is applied only when it asks for the very same settings.
+    Losers never block anyone: only the owner's settings count.
     """
-    same_target = sorted(c for c in claims if c.target == me.target and c.ref != me.ref)
-    for other in same_target:
-        if other < me and other.settings != me.settings:
-            return other
-    return None
+    rivals = [c for c in claims if c.target == me.target and c.ref != me.ref]
+    owner = min([*rivals, me])
+    if owner is me or owner.settings == me.settings:
+        return None
+    return owner
 
 
 # --- Redis numbers ---------------------------------------------------------------------------------------------
@@ -335,6 +337,14 @@ class SecretUnavailable:
 @dataclass(frozen=True)
 class RedisUnreachable:
     message: str
+    reason: str = "ConnectionFailed"  # or "AuthenticationFailed"
+
+
+@dataclass(frozen=True)
+class PublishFailed:
+    """The policy ConfigMap could not be written (Kubernetes API error); Redis was not touched."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -345,8 +355,8 @@ class RedisRefused:
     stats: RedisStats | None = None
 
 
-Outcome = Applied | Invalid | Conflict | SecretUnavailable | RedisUnreachable | RedisRefused
-RETRYABLE = (SecretUnavailable, RedisUnreachable, RedisRefused)
+Outcome = Applied | Invalid | Conflict | SecretUnavailable | RedisUnreachable | RedisRefused | PublishFailed
+RETRYABLE = (SecretUnavailable, RedisUnreachable, RedisRefused, PublishFailed)
 
 
 @dataclass(frozen=True)
@@ -394,11 +404,22 @@ def conditions_for(outcome: Outcome) -> list[Condition]:
                 _cond("ConfigApplied", False, "SecretUnavailable", message),
                 _cond("RedisReachable", None, "NotChecked", "no password to connect with"),
             ]
-        case RedisUnreachable(message=message):
+        case RedisUnreachable(message=message, reason=reason):
             return [
                 _cond("Ready", False, "RedisUnreachable", message),
                 _cond("ConfigApplied", False, "RedisUnreachable", "not applied: Redis is unreachable"),
-                _cond("RedisReachable", False, "ConnectionFailed", message),
+                _cond("RedisReachable", False, reason, message),
+            ]
+        case PublishFailed(message=message):
+            return [
+                _cond("Ready", False, "PublishFailed", message),
+                _cond(
+                    "ConfigApplied",
+                    False,
+                    "PublishFailed",
+                    "not applied: the policy ConfigMap is not written",
+                ),
+                _cond("RedisReachable", None, "NotChecked", "not checked: the policy was not published"),
             ]
         case RedisRefused(message=message):
             return [

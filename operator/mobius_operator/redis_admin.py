@@ -14,10 +14,19 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from mobius_operator.reconcile import DesiredSettings, RedisStats, RedisTarget, drift
 
-__all__ = ["Observation", "RedisAdminError", "RedisRefusedError", "RedisUnreachableError", "ensure"]
+__all__ = [
+    "Observation",
+    "RedisAdminError",
+    "RedisAuthError",
+    "RedisRefusedError",
+    "RedisUnreachableError",
+    "ensure",
+]
 
 SETTINGS = ("maxmemory", "maxmemory-policy")
 
@@ -28,6 +37,10 @@ class RedisAdminError(Exception):
 
 class RedisUnreachableError(RedisAdminError):
     """No answer: connection refused, timed out, or authentication failed."""
+
+
+class RedisAuthError(RedisUnreachableError):
+    """Redis answered but refused the credentials (wrong or missing password)."""
 
 
 class RedisRefusedError(RedisAdminError):
@@ -57,6 +70,9 @@ async def connect(target: RedisTarget, password: str | None, timeout: float) -> 
         ssl=target.tls,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        # No client-side retries: kopf retries the whole reconcile with backoff, and each attempt stays
+        # bounded by ``timeout`` (redis-py's default would retry 3 times with up to 10 s of backoff).
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
     try:
@@ -90,10 +106,10 @@ async def ensure(
     except RedisAdminError:
         raise
     except redis_errors.AuthenticationError as exc:
-        raise RedisUnreachableError(f"{where}: authentication failed: {exc}") from exc
+        raise RedisAuthError(f"{where}: authentication failed: {exc}") from exc
     except redis_errors.ResponseError as exc:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise RedisUnreachableError(f"{where}: authentication failed: {exc}") from exc
+            raise RedisAuthError(f"{where}: authentication failed: {exc}") from exc
         raise RedisRefusedError(f"{where} refused the command: {exc}") from exc
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError) as exc:
         raise RedisUnreachableError(f"cannot reach {where}: {exc or type(exc).__name__}") from exc

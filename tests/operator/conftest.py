@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -207,8 +208,14 @@ def run_operator(
         registry = register(kopf.OperatorRegistry(), settings)
         # Cluster-wide: KMock 0.8 cannot parse GET /api/v1/namespaces, which kopf lists in namespaced mode.
         args = ["run", "--standalone", "--all-namespaces", "--verbose"]
-        with KopfRunner(args, registry=registry, timeout=30) as runner:
+        runner = KopfRunner(args, registry=registry, timeout=30)
+        runner.__enter__()
+        try:
             await eventually(cluster.watching, timeout=10, what="the operator watching cacheconfigs")
             yield runner
+        finally:
+            # Stop it from another thread: joining it here would block this loop, and with it the emulator
+            # that the operator's last requests are waiting for.
+            await asyncio.to_thread(runner.__exit__, *sys.exc_info())
 
     yield start

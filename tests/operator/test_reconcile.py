@@ -16,6 +16,7 @@ from mobius_operator.reconcile import (
     DesiredSettings,
     Invalid,
     InvalidSpec,
+    PublishFailed,
     RedisRefused,
     RedisStats,
     RedisUnreachable,
@@ -212,6 +213,14 @@ def test_policy_difference_conflicts_and_ties_break_by_name() -> None:
     assert find_conflict(b, [b, a]) == a
 
 
+def test_only_the_owner_counts_losers_do_not_block() -> None:
+    a = claim("a", "2026-01-01T00:00:00Z", 100)
+    loser = claim("loser", "2026-01-02T00:00:00Z", 200)
+    agrees = claim("agrees", "2026-01-03T00:00:00Z", 100)
+    assert find_conflict(loser, [a, loser, agrees]) == a
+    assert find_conflict(agrees, [a, loser, agrees]) is None
+
+
 def test_once_the_winner_is_gone_the_next_oldest_wins() -> None:
     b = claim("b", "2026-01-02T00:00:00Z", 200)
     c = claim("c", "2026-01-03T00:00:00Z", 300)
@@ -253,6 +262,7 @@ def test_conditions_of_each_outcome() -> None:
         (SecretUnavailable("no secret"), ("False", "SecretUnavailable", "False", "Unknown")),
         (RedisUnreachable("refused"), ("False", "RedisUnreachable", "False", "False")),
         (RedisRefused("unknown command"), ("False", "ApplyFailed", "False", "True")),
+        (PublishFailed("403 Forbidden"), ("False", "PublishFailed", "False", "Unknown")),
     ]
     for outcome, (ready, reason, applied, reachable) in cases:
         got = _by_type(conditions_for(outcome))
