@@ -165,7 +165,7 @@ async def _fill(client: Client, size: int) -> None:
 
 async def run(quick: bool, progress: Progress) -> dict[str, Any]:
     rounds = 3 if quick else 7
-    seconds = 0.2 if quick else 0.6
+    seconds = 0.15 if quick else 0.6
     workloads = [Workload(op, size, c) for c in (1, CONCURRENCY) for op in ("get", "set") for size in SIZES]
     names = list(SUBJECTS)
     raw: dict[tuple[str, str], list[dict[str, float]]] = {}

@@ -1,0 +1,572 @@
+"""Render docs/benchmarks.md and docs/img/bench-*.png from the results of ``python -m benchmarks``.
+
+Pure rendering: it reads the results dict (also saved as docs/benchmarks.json) and never measures. The
+verdicts on the goals are computed from the numbers, so a re-run on another machine rewrites them honestly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write"]
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def _mr(s: dict[str, float], digits: int = 2, scale: float = 1.0) -> str:
+    """median (min-max)"""
+    return (
+        f"{s['median'] * scale:,.{digits}f} ({s['min'] * scale:,.{digits}f}-{s['max'] * scale:,.{digits}f})"
+    )
+
+
+def _verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def _section_head(results: dict[str, Any], name: str, title: str) -> list[str]:
+    sec = results[name]
+    mode = "quick" if sec.get("quick") else "full"
+    return [f"## {title}", "", f"_Run {sec['when']}, {mode} mode, {sec['seconds']} s._", ""]
+
+
+# --- clients ------------------------------------------------------------------------------------------------
+def _clients(results: dict[str, Any], img: Path, goals: list[tuple[str, str, bool | None]]) -> list[str]:
+    data = results["clients"]["data"]
+    rows = data["rows"]
+    lines = _section_head(results, "clients", "Client: raw redis-py vs Cache vs cashews vs aiocache")
+    lines += [
+        f"{data['rounds']} alternating rounds of {data['seconds_per_measurement']} s per client and workload "
+        "(plus a discarded warm-up round), all clients in one process and one event loop, one Redis. "
+        "Ratios are against raw redis-py **in the same round**; cells show the median over rounds and "
+        f"(min-max). 1-minute load average during the run: {_mr(data['loadavg'])}.",
+        "",
+        "Configurations:",
+        "",
+    ]
+    lines += [f"- **{name}**: {desc}" for name, desc in data["subjects"].items()] + [""]
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    clients = list(dict.fromkeys(r["client"] for r in rows))
+    by = {(r["workload"], r["client"]): r for r in rows}
+    lines += ["### Throughput ratio vs raw redis-py (same round)", ""]
+    lines += _table(
+        ["workload", *clients], [[w, *(_mr(by[(w, c)]["ratio"]) for c in clients)] for w in workloads]
+    )
+    lines += ["### Operations per second, p50 and p99 latency (µs)", ""]
+    table = []
+    for w in workloads:
+        for c in clients:
+            r = by[(w, c)]
+            table.append([w, c, _mr(r["ops"], 0), _mr(r["p50_us"], 0), _mr(r["p99_us"], 0)])
+    lines += _table(["workload", "client", "ops/s", "p50 µs", "p99 µs"], table)
+    if data.get("pipeline_depth"):
+        lines += ["Mean operations per pipeline write (Cache, implicit pipelining):", ""]
+        lines += _table(
+            ["workload", "ops per write"], [[w, _mr(s, 1)] for w, s in data["pipeline_depth"].items()]
+        )
+    lines += ["![client ratios](img/bench-clients.png)", ""]
+
+    def ratio(w: str, c: str) -> float:
+        return float(by[(w, c)]["ratio"]["median"])
+
+    seq = [w for w in workloads if "sequential" in w]
+    conc = [w for w in workloads if "tasks" in w]
+    worst_seq = min(min(ratio(w, "Cache"), ratio(w, "Cache (no autopipeline)")) for w in seq)
+    goals.append(
+        (
+            "issue 2: sequential GET/SET 100 B and 10 KB >= 0.95x raw redis-py",
+            f"worst workload {worst_seq:.2f}x",
+            worst_seq >= 0.95,
+        )
+    )
+    worst_plain = min(ratio(w, "Cache (no autopipeline)") for w in conc)
+    goals.append(
+        (
+            "issue 2: 50 concurrent tasks >= 1.0x raw redis-py (without pipelining)",
+            f"worst workload {worst_plain:.2f}x",
+            worst_plain >= 1.0,
+        )
+    )
+    pipe = {w: ratio(w, "Cache") for w in conc}
+    goals.append(
+        (
+            "issue 8: 50 concurrent tasks >= 2.5x raw redis-py with implicit pipelining",
+            ", ".join(f"{w.split(',')[0]}: {x:.2f}x" for w, x in pipe.items()),
+            min(pipe.values()) >= 2.5,
+        )
+    )
+    seq_keep = min(ratio(w, "Cache") / ratio(w, "Cache (no autopipeline)") for w in seq)
+    goals.append(
+        (
+            "issue 8: sequential latency unchanged by pipelining (>= 0.95x of Cache without it)",
+            f"worst {seq_keep:.2f}x (ratio of median ratios; noisy)",
+            seq_keep >= 0.95,
+        )
+    )
+    peers = [ratio(w, c) for w in workloads for c in ("cashews", "aiocache") if c in clients]
+    if peers:
+        goals.append(
+            (
+                "context: cashews and aiocache vs raw redis-py",
+                f"{min(peers):.2f}x-{max(peers):.2f}x (median per workload)",
+                None,
+            )
+        )
+    _plot_clients(rows, workloads, clients, img / "bench-clients.png")
+    return lines
+
+
+def _plot_clients(rows: list[dict[str, Any]], workloads: list[str], clients: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    by = {(r["workload"], r["client"]): r for r in rows}
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    x = np.arange(len(workloads))
+    width = 0.8 / len(clients)
+    for i, c in enumerate(clients):
+        med = [by[(w, c)]["ratio"]["median"] for w in workloads]
+        lo = [m - by[(w, c)]["ratio"]["min"] for w, m in zip(workloads, med, strict=True)]
+        hi = [by[(w, c)]["ratio"]["max"] - m for w, m in zip(workloads, med, strict=True)]
+        ax.bar(x + i * width, med, width, yerr=[lo, hi], capsize=2, label=c)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(x + width * (len(clients) - 1) / 2, workloads, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("throughput / raw redis-py (same round)")
+    ax.set_title("Clients vs raw redis-py: median over rounds, min-max bars")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- hit ratio ----------------------------------------------------------------------------------------------
+def _hitratio(results: dict[str, Any], img: Path, goals: list[tuple[str, str, bool | None]]) -> list[str]:
+    data = results["hitratio"]["data"]
+    rows = data["rows"]
+    lines = _section_head(results, "hitratio", "Hit ratio: real Redis vs Belady's optimum")
+    lines += [
+        f"Zipf traces of {data['requests']:,} requests over {data['keys']:,} keys, {data['value_bytes']} B "
+        f"values ({data['bytes_per_key']} bytes of used_memory each, measured). Cache-aside per request (GET, "
+        "on a miss SET) as one server-side script, in trace order. maxmemory is steered to hold the target "
+        "share of the keys during the first half; *keys held* is the median DBSIZE over the second half, and "
+        "OPT (Belady with bypass) is computed offline for exactly that many keys on the same trace. "
+        f"maxmemory-samples {data['maxmemory_samples']} (the default). *Hot set*: the 1% most requested keys "
+        "(the brief's frequently accessed data). *+admission*: a miss is stored only when the TinyLFU sketch "
+        "(`mobius_cache._admission`) has seen its key at least twice recently.",
+        "",
+    ]
+    table = []
+    for r in rows:
+        table.append(
+            [
+                f"{r['alpha']}",
+                f"{r['capacity']:.0%}",
+                r["policy"] + (" +admission" if r["admission"] else ""),
+                f"{r['keys_held']:,} / {r['keys_target']:,}",
+                f"{r['hit_ratio']:.3f}",
+                f"{r['opt']:.3f}",
+                f"**{r['vs_opt']:.2f}x**",
+                f"{r['hot_hit_ratio']:.3f}",
+                f"{r['hot_opt']:.3f}",
+                f"{r['declined']:,}" if r["admission"] else "—",
+            ]
+        )
+    lines += _table(
+        [
+            "alpha",
+            "capacity",
+            "policy",
+            "keys held / target",
+            "hit ratio",
+            "OPT",
+            "vs OPT",
+            "hot-set hits",
+            "hot-set OPT",
+            "stores declined",
+        ],
+        table,
+    )
+    lines += ["![hit ratios](img/bench-hitratio.png)", ""]
+    at5 = [r for r in rows if r["alpha"] == 1.0 and abs(r["capacity"] - 0.05) < 1e-9]
+    if at5:
+        best = max(at5, key=lambda r: r["vs_opt"])
+        plain = max((r for r in at5 if not r["admission"]), key=lambda r: r["vs_opt"])
+        goals.append(
+            (
+                "issue 8: >= 0.95x OPT at 5% capacity, alpha 1.0",
+                f"best {best['vs_opt']:.2f}x ({best['policy']}{' +admission' if best['admission'] else ''}); "
+                f"Redis alone {plain['vs_opt']:.2f}x ({plain['policy']})",
+                best["vs_opt"] >= 0.95,
+            )
+        )
+    hot = [r["hot_hit_ratio"] for r in rows if not r["admission"] and r["capacity"] >= 0.05]
+    if hot:
+        goals.append(
+            (
+                "brief: hit rate > 80% for frequently accessed data (hot set)",
+                f"{min(hot):.3f} worst at >= 5% capacity",
+                min(hot) > 0.8,
+            )
+        )
+    _plot_hitratio(rows, img / "bench-hitratio.png")
+    return lines
+
+
+def _plot_hitratio(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    alphas = sorted({r["alpha"] for r in rows})
+    fig, axes = plt.subplots(1, len(alphas), figsize=(4.2 * len(alphas), 3.8), squeeze=False)
+    for ax, alpha in zip(axes[0], alphas, strict=True):
+        sub = [r for r in rows if r["alpha"] == alpha]
+        variants = list(dict.fromkeys((r["policy"], r["admission"]) for r in sub))
+        for policy, adm in variants:
+            pts = sorted(
+                (r["capacity"], r["hit_ratio"]) for r in sub if (r["policy"], r["admission"]) == (policy, adm)
+            )
+            ax.plot(
+                [p[0] * 100 for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                label=policy + (" +adm" if adm else ""),
+            )
+        opt = sorted(
+            {(r["capacity"], r["opt"]) for r in sub if not r["admission"] and r["policy"] == variants[0][0]}
+        )
+        ax.plot([p[0] * 100 for p in opt], [p[1] for p in opt], "k--", marker="s", label="Belady OPT")
+        ax.set_title(f"Zipf alpha {alpha}")
+        ax.set_xlabel("capacity, % of keys")
+        ax.set_ylabel("hit ratio")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- load ---------------------------------------------------------------------------------------------------
+def _load(results: dict[str, Any], img: Path, goals: list[tuple[str, str, bool | None]]) -> list[str]:
+    d = results["load"]["data"]
+    lines = _section_head(results, "load", "Load and overload (in-process Cache, default configuration)")
+    s, f = d["sustained"], d["fixed_rate"]
+    lines += ["### Sustained load", ""]
+    lines += _table(
+        ["run", "ops/s", "slowest second", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "outcomes"],
+        [
+            [
+                f"{s['tasks']} tasks, closed loop, {s['seconds']} s",
+                s["ops_per_s"],
+                s["min_second_ops"],
+                s["p50_ms"],
+                s["p99_ms"],
+                s["p999_ms"],
+                s["max_ms"],
+                s["errors"],
+                str(s["outcomes"]),
+            ],
+            [
+                f"open loop at {f['rate']}/s, {f['seconds']} s (latency from the scheduled start)",
+                f["achieved_per_s"],
+                "—",
+                f["p50_ms"],
+                f["p99_ms"],
+                f["p999_ms"],
+                f["max_ms"],
+                f["errors"],
+                str(f["outcomes"]),
+            ],
+        ],
+    )
+    goals.append(
+        (
+            "brief: 1000+ ops/s sustained",
+            f"{s['ops_per_s']:,.0f} ops/s (slowest second {s['min_second_ops']:,.0f}); 1000/s open loop p99 {f['p99_ms']:.2f} ms",
+            s["min_second_ops"] >= 1000 and s["errors"] == 0,
+        )
+    )
+    goals.append(
+        (
+            "brief: operations < 5 ms",
+            f"p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms at 1000 req/s",
+            f["p99_ms"] < 5,
+        )
+    )
+    p = d["pool_exhaustion"]
+    lines += [
+        "### Pool exhaustion",
+        "",
+        f"A pool of {p['pool']} connections (autopipeline off, so each call needs one), Redis frozen with SIGSTOP, "
+        f"{p['calls']} concurrent calls (half GET, half SET); pool_timeout {p['pool_timeout_s']} s, socket "
+        f"timeout {p['socket_timeout_s']} s. Outcomes: {p['outcomes']}. Slowest call {p['max_call_s']:.2f} s; "
+        f"every call had its answer after {p['all_answered_within_s']:.2f} s. After SIGCONT, the first write "
+        f"succeeded {p['recovery_after_thaw_s']:.2f} s later (the circuit breaker's reset timeout).",
+        "",
+    ]
+    goals.append(
+        (
+            "brief: pool exhaustion gives a bounded wait, then a clear error",
+            f"slowest call {p['max_call_s']:.2f} s; {p['outcomes']}",
+            p["max_call_s"] < p["socket_timeout_s"] + 0.5,
+        )
+    )
+    k = d["redis_killed"]
+    lines += [
+        "### Redis killed during load",
+        "",
+        f"50 tasks of cache-aside traffic; Redis SIGKILLed at {k['killed_at_s']:.1f} s and restarted (empty) at "
+        f"{k['restarted_at_s']:.1f} s. Outcomes the app saw: {k['outcomes']}; unexpected exceptions: "
+        f"{k['unexpected']}. Slowest call while Redis was down: {k['max_latency_while_down_ms']:.1f} ms; slowest "
+        f"call overall: {k['max_ms']:.0f} ms. First successful write {_fmt(k['first_write_after_restart_s'])} s "
+        f"after the restart, first hit {_fmt(k['first_hit_after_restart_s'])} s after it (breaker reset timeout "
+        f"{k['breaker_reset_timeout_s']} s). Slowest calls: {k.get('slowest', '—')}.",
+        "",
+        "![Redis killed](img/bench-redis-killed.png)",
+        "",
+    ]
+    goals.append(
+        (
+            "issue 8: Redis killed: only misses and errors, never a hang",
+            f"{k['unexpected']} unexpected; slowest call {k['max_ms']:.0f} ms",
+            k["unexpected"] == 0 and k["max_ms"] < 5000,
+        )
+    )
+    fw = k["first_write_after_restart_s"]
+    goals.append(
+        (
+            "issue 8: recovery time after Redis returns (measured)",
+            f"{_fmt(fw)} s to the first write (one breaker window is {k['breaker_reset_timeout_s']} s)",
+            None if fw is None else fw <= k["breaker_reset_timeout_s"] * 1.5,
+        )
+    )
+    o = d["overload"]
+    lines += [
+        "### Recovery after overload",
+        "",
+        f"{o['normal_tasks']} tasks, then {o['overload_tasks']} tasks, then {o['normal_tasks']} again "
+        f"({o['phase_s']} s each, the last twice as long). Latency back within 2x of the first phase's p50 "
+        f"{_fmt(o['recovery_s'])} s after the overload ended.",
+        "",
+    ]
+    lines += _table(
+        ["phase", "ops/s", "p50 ms", "p99 ms", "max ms", "errors"],
+        [
+            [n, ph["ops_per_s"], ph["p50_ms"], ph["p99_ms"], ph["max_ms"], ph["errors"]]
+            for n, ph in o["phases"].items()
+        ],
+    )
+    lines += ["![overload](img/bench-overload.png)", ""]
+    goals.append(
+        (
+            "brief: recovery after overload",
+            f"{_fmt(o['recovery_s'])} s; errors after: {o['phases']['after']['errors']}",
+            o["recovery_s"] is not None and o["phases"]["after"]["errors"] == 0,
+        )
+    )
+    _plot_timeline(k["timeline"], img / "bench-redis-killed.png", "Redis killed and restarted under load", k)
+    _plot_timeline(o["timeline"], img / "bench-overload.png", "Overload and recovery", None)
+    return lines
+
+
+def _plot_timeline(
+    buckets: list[dict[str, Any]], path: Path, title: str, marks: dict[str, Any] | None
+) -> None:
+    import matplotlib.pyplot as plt
+
+    t = [b["t"] for b in buckets]
+    outcomes = sorted({o for b in buckets for o in b["outcomes"]})
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    ax.stackplot(
+        t,
+        [[b["outcomes"].get(o, 0) * 10 for b in buckets] for o in outcomes],
+        labels=outcomes,
+    )
+    ax.set_ylabel("outcomes per second")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(title)
+    ax2.plot(t, [b["p50_ms"] if b["p50_ms"] is not None else float("nan") for b in buckets])
+    ax2.set_ylabel("p50 latency, ms")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("seconds")
+    if marks:
+        for a in (ax, ax2):
+            a.axvline(marks["killed_at_s"], color="red", linestyle="--")
+            a.axvline(marks["restarted_at_s"], color="green", linestyle="--")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- memory -------------------------------------------------------------------------------------------------
+def _memory(results: dict[str, Any], goals: list[tuple[str, str, bool | None]]) -> list[str]:
+    d = results["memory"]["data"]
+    lines = _section_head(results, "memory", "Memory under 2x overfill")
+    lines += [
+        f"Twice maxmemory's worth of {d['value_bytes']:,} B values written ({d['policy']}), through Cache in this "
+        "process and through a real mobius-sidecar over HTTP. `used_memory_peak` is Redis's own exact peak.",
+        "",
+    ]
+    rows = []
+    for name in ("in_process", "sidecar"):
+        m = d.get(name)
+        if not m:
+            continue
+        rows.append(
+            [
+                name.replace("_", " "),
+                f"{m['written_bytes'] / 2**20:.1f} MiB",
+                f"{m['maxmemory'] / 2**20:.1f} MiB",
+                f"{m['max_used_memory_sampled'] / 2**20:.2f} MiB",
+                f"{m['used_memory_peak'] / 2**20:.2f} MiB ({m['peak_over_maxmemory']:.3f}x)",
+                m["evicted_keys"],
+                f"{m['rss_before'] / 2**20:.1f} → {m['rss_max'] / 2**20:.1f} MiB",
+            ]
+        )
+        goals.append(
+            (
+                f"issue 8: used_memory within maxmemory under 2x overfill ({name.replace('_', ' ')})",
+                f"peak {m['peak_over_maxmemory']:.4f}x maxmemory",
+                m["peak_over_maxmemory"] <= 1.01,
+            )
+        )
+        growth = (m["rss_max"] - m["rss_before"]) / 2**20
+        goals.append(
+            (
+                f"issue 8: RSS bounded ({name.replace('_', ' ')})",
+                f"+{growth:.1f} MiB while writing {m['written_bytes'] / 2**20:.0f} MiB",
+                growth < 0.25 * m["written_bytes"] / 2**20,
+            )
+        )
+    lines += _table(
+        [
+            "through",
+            "written",
+            "maxmemory",
+            "max used (sampled)",
+            "used_memory_peak",
+            "evicted",
+            "process RSS",
+        ],
+        rows,
+    )
+    return lines
+
+
+# --- sidecar (the sidecar engineer's benchmark; rendered generically) -------------------------------------------
+def _sidecar(results: dict[str, Any], goals: list[tuple[str, str, bool | None]]) -> list[str]:
+    d = results["sidecar"]["data"]
+    lines = _section_head(results, "sidecar", "Sidecar over HTTP")
+    closed = d.get("closed_loop", {})
+    if closed:
+        lines += [
+            f"Closed loop, {d.get('connections', '?')} keep-alive connections, {closed.get('rounds')} alternating "
+            f"rounds of {closed.get('seconds')} s, one uvicorn worker each; GET of a 100 B hit.",
+            "",
+        ]
+        lines += _table(
+            ["server", "req/s", "p50 ms", "p99 ms", "errors"],
+            [
+                [n, _mr(s["rps"], 0), _mr(s["p50_ms"]), _mr(s["p99_ms"]), s["errors"]]
+                for n, s in closed["servers"].items()
+            ],
+        )
+    if d.get("ratios"):
+        lines += _table(["ratio", "median (min-max)"], [[k, _mr(v)] for k, v in d["ratios"].items()])
+    fr = d.get("fixed_rate")
+    if fr:
+        lines += [
+            f"Fixed {fr['rate']} req/s for {fr['seconds']} s: added p90 latency over in-process {fr['added_p90_ms']} ms.",
+            "",
+        ]
+        lines += _table(
+            ["path", "p50 ms", "p90 ms", "p99 ms"],
+            [[k, v["p50_ms"], v["p90_ms"], v["p99_ms"]] for k, v in fr.items() if isinstance(v, dict)],
+        )
+    if d.get("gc"):
+        lines += ["Cyclic GC tuning (gc.freeze + raised gen-0 threshold) on and off:", ""]
+        lines += _table(
+            ["gc", "req/s", "p99 ms"], [[k, _mr(v["rps"], 0), _mr(v["p99_ms"])] for k, v in d["gc"].items()]
+        )
+    sustained = d.get("sustained")
+    if sustained:
+        lines += [f"Sustained run: `{sustained}`", ""]
+    else:
+        goals.append(
+            (
+                "issue 8: sidecar sustained 60 s at 5000 req/s, p99 <= 2 ms, zero errors",
+                "not measured by sidecar_bench yet",
+                None,
+            )
+        )
+    known = {
+        "closed_loop",
+        "ratios",
+        "fixed_rate",
+        "gc",
+        "sustained",
+        "loadavg_start",
+        "loadavg_end",
+        "connections",
+    }
+    extra = {k: v for k, v in d.items() if k not in known}
+    if extra:
+        lines += ["Other results:", "", "```", *(f"{k}: {v}" for k, v in extra.items()), "```", ""]
+    return lines
+
+
+def write(results: dict[str, Any], docs: Path) -> list[Path]:
+    img = docs / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    goals: list[tuple[str, str, bool | None]] = []
+    body: list[str] = []
+    if "clients" in results:
+        body += _clients(results, img, goals)
+    if "sidecar" in results:
+        body += _sidecar(results, goals)
+    if "load" in results:
+        body += _load(results, img, goals)
+    if "hitratio" in results:
+        body += _hitratio(results, img, goals)
+    if "memory" in results:
+        body += _memory(results, goals)
+    m, v = results.get("machine", {}), results.get("versions", {})
+    head = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m benchmarks`; `make bench-quick` for the < 2 minute version) from "
+        "docs/benchmarks.json. Everything runs on this one machine against real redis-server processes on "
+        "loopback. The machine may be shared: absolute numbers move with its load, so compare ratios measured "
+        "in the same run, and read each section's load average.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- CPU: {m.get('cpu')} x {m.get('cores')} cores, {m.get('memory_gib')} GiB; {m.get('os')}",
+        f"- load average (1, 5, 15 min) when the last run started: {m.get('loadavg_at_start')}",
+        "- " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "- event loop: uvloop (as uvicorn uses); benchmarks silence the library's slow-operation log lines",
+        "",
+        "## Goals",
+        "",
+    ]
+    head += _table(["goal", "measured", "verdict"], [[g, m_, _verdict(ok)] for g, m_, ok in goals])
+    md = docs / "benchmarks.md"
+    md.write_text("\n".join(head + body).rstrip() + "\n")
+    return [md, *sorted(img.glob("bench-*.png"))]
