@@ -30,6 +30,7 @@ from .metrics import HttpMetrics
 from .policy import PolicyWatcher
 from .routes import router
 from .settings import SidecarSettings
+from .tracing import setup_tracing
 
 if TYPE_CHECKING:
     from mobius_cache import Cache
@@ -131,24 +132,6 @@ def _initial_config(
     return watcher.initial() or base, watcher
 
 
-def _setup_tracing(state: SidecarState, provider: Any) -> None:
-    """A server span per request (the front door) and a client span per Redis command (redis-py patch)."""
-    try:
-        from opentelemetry import trace
-        from opentelemetry.instrumentation.redis import RedisInstrumentor
-    except ImportError as exc:
-        raise RuntimeError(
-            "MOBIUS_TRACING needs the tracing extra: pip install 'mobius-cache[tracing]'"
-        ) from exc
-    if provider is None:
-        provider = trace.get_tracer_provider()
-    instrumentor = RedisInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(tracer_provider=provider)
-    state.tracer = provider.get_tracer("mobius_cache.server")
-    state.server_span_kind = trace.SpanKind.SERVER
-
-
 def create_app(
     settings: SidecarSettings | None = None,
     *,
@@ -168,7 +151,7 @@ def create_app(
         policy=watcher,
     )
     if settings.tracing or tracer_provider is not None:
-        _setup_tracing(state, tracer_provider)
+        state.tracer, state.server_span_kind = setup_tracing(tracer_provider)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

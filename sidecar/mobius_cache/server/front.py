@@ -120,7 +120,7 @@ class Front:
                 else:
                     await self._forward(scope, receive, send_tracking)
                     matched = scope.get("route")
-                    route = getattr(matched, "path", None) or "unmatched"
+                    route = getattr(matched, "path_format", None) or "unmatched"
             finally:
                 self.state.http_metrics.observe(method, route, status, time.perf_counter() - started)
                 if current is not None:
