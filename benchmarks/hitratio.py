@@ -63,7 +63,7 @@ def _replay(
     hits = np.zeros(len(trace), dtype=np.bool_)
     flags = np.ones(len(trace), dtype=np.bool_)
     sizes: list[int] = []
-    maxmemory = int(r.config_get("maxmemory")["maxmemory"])
+    maxmemory = int(r.config_get("maxmemory")["maxmemory"] or 0)
     for start in range(0, len(trace), CHUNK):
         pipe = r.pipeline(transaction=False)
         for i in range(start, min(start + CHUNK, len(trace))):

@@ -236,12 +236,17 @@ async def _redis_killed(progress: Progress, quick: bool) -> dict[str, Any]:
     marks: dict[str, float] = {}
 
     def recovered() -> bool:
-        first = marks.get("first_write")
-        if first is None and "restarted" in marks:
-            first = next((e[0] for e in events if e[0] > marks["restarted"] and e[1] == "miss"), None)
-            if first is not None:
-                marks["first_write"] = first
-        return first is not None and events[-1][0] > first + 1.0
+        """Called by each worker right after it appended its event, so looking at the last one sees all."""
+        if "first_write" not in marks:
+            if (
+                "restarted" in marks
+                and events
+                and events[-1][1] == "miss"
+                and events[-1][0] > marks["restarted"]
+            ):
+                marks["first_write"] = events[-1][0]
+            return False
+        return events[-1][0] > marks["first_write"] + 1.0
 
     with redis_server() as server:
         async with _cache(server.url) as cache:  # the defaults a service gets
