@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.servers import RedisServer
+from tests.servers import RedisServer, free_port
 from tests.sidecar.procs import SidecarProcess
 
 
@@ -76,7 +76,7 @@ def test_redis_down_then_back(
 
 def test_starts_while_redis_is_down(start_sidecar: Callable[..., SidecarProcess]) -> None:
     dead = RedisServer()
-    dead.port = __import__("tests.servers", fromlist=["free_port"]).free_port()
+    dead.port = free_port()  # nothing listens there yet
     proc = start_sidecar(dead.url)
     with proc.http() as http:
         assert http.get("/healthz").status_code == 200
@@ -116,9 +116,9 @@ def test_frozen_redis_answers_within_bounds(
 
 
 def test_two_sidecars_share_writes_and_invalidations(
-    shared_redis: RedisServer, start_sidecar: Callable[..., SidecarProcess], ns: str
+    sidecar: SidecarProcess, shared_redis: RedisServer, start_sidecar: Callable[..., SidecarProcess], ns: str
 ) -> None:
-    a = start_sidecar(shared_redis.url)
+    a = sidecar
     b = start_sidecar(shared_redis.url)
     with a.client() as ca, b.client() as cb:
         ca.put(f"{ns}:shared", b"from-a", content_type="text/plain", tags=["tg"])
