@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -233,6 +234,8 @@ def _p(latencies: list[float], q: float) -> float:
 
 async def run(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
     say = progress or (lambda message: print(message, file=sys.stderr))
+    # The in-process Cache logs each slow operation; on a loaded machine that is noise on stderr here.
+    logging.getLogger("mobius_cache").setLevel(logging.ERROR)
     rounds, seconds = (2, 2.0) if quick else (5, 4.0)
     rate_seconds = 3.0 if quick else 8.0
     out: dict[str, Any] = {"loadavg_start": loadavg(), "connections": CONNECTIONS}

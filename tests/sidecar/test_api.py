@@ -144,6 +144,28 @@ def test_batch_get_and_set(sidecar: SidecarProcess, ns: str) -> None:
     assert reply["misses"] == [f"{ns}:missing"]
 
 
+def _redis_calls(server: RedisServer) -> int:
+    with server.client() as r:
+        stats = r.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info",))
+
+
+def test_batches_are_one_round_trip(sidecar: SidecarProcess, shared_redis: RedisServer, ns: str) -> None:
+    keys = [f"{ns}:batch{i}" for i in range(50)]
+    with sidecar.client() as client:
+        before = _redis_calls(shared_redis)
+        assert client.batch_set([{"key": k, "value": i} for i, k in enumerate(keys)]) == 50
+        after_set = _redis_calls(shared_redis)
+        reply = client.batch_get(keys)
+        after_get = _redis_calls(shared_redis)
+    assert len(reply["hits"]) == 50
+    # batch/get: one MGET-style command for 50 keys, not 50 GETs. batch/set: one command per item with no
+    # extra per-item round trips such as a separate EXPIRE (the core pipelines them; commandstats counts each
+    # command of a pipeline, so it cannot show the single round trip itself).
+    assert after_get - after_set <= 3, after_get - after_set
+    assert after_set - before <= 50 + 3, after_set - before
+
+
 def test_invalidate_by_keys_pattern_tags_cascade(sidecar: SidecarProcess, ns: str) -> None:
     with sidecar.client() as c:
         for i in range(3):
@@ -196,6 +218,12 @@ def test_stats_health_ready_metrics(http: httpx.Client, ns: str) -> None:
         assert name in text, name
     assert 'route="/v1/cache/{key}"' in text and 'status="200"' in text
     assert ns not in text  # keys never become label values
+
+
+def test_access_log_is_off_by_default(sidecar: SidecarProcess, http: httpx.Client, ns: str) -> None:
+    http.get(f"/v1/cache/{ns}:logged")
+    http.get("/v1/stats")
+    assert f"{ns}:logged" not in sidecar.log() and "/v1/stats" not in sidecar.log()
 
 
 def test_openapi_document_lists_every_route(http: httpx.Client) -> None:
