@@ -117,7 +117,7 @@ async def test_drift_is_corrected_within_the_interval_with_an_event(
             lambda: cluster.events("DriftCorrected"), timeout=5, what="DriftCorrected event"
         )
         assert "maxmemory 104857600 -> 20971520" in events[0]["message"]
-        assert restored_in < 0.5 * 3
+        assert restored_in < 3.0, f"restored after {restored_in:.2f}s with a 0.5 s interval"
 
         # Redis restarts with other settings (its command line says 64mb): corrected the same way.
         redis_server.restart()
