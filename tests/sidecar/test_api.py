@@ -384,3 +384,20 @@ def test_hit_latency_is_small(http: httpx.Client, ns: str) -> None:
             samples.append(time.perf_counter() - t0)
         medians.append(sorted(samples)[len(samples) // 2])
     assert min(medians) < 0.005, medians
+
+
+async def test_async_client(sidecar: SidecarProcess, ns: str) -> None:
+    from mobius_cache.server.client import AsyncSidecarClient
+
+    async with AsyncSidecarClient(sidecar.url) as client:
+        put = await client.put(f"{ns}:async", "text value", content_type="text/plain; charset=utf-8", ttl=30)
+        assert put is not None and put.ttl == 30
+        hit = await client.get(f"{ns}:async")
+        assert hit is not None and hit.data == b"text value" and hit.etag == put.etag
+        assert await client.put(f"{ns}:async", b"x", if_absent=True) is None  # 412
+        assert (await client.batch_get([f"{ns}:async"]))["hits"] == {f"{ns}:async": "text value"}
+        assert await client.invalidate(keys=[f"{ns}:async"]) == 1
+        assert await client.get(f"{ns}:async") is None
+        with pytest.raises(SidecarError) as info:
+            await client.put("bad key", b"x")
+        assert info.value.status == 422 and info.value.code == "invalid_request"

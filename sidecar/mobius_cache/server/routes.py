@@ -308,7 +308,10 @@ async def redis_state(cache: Cache, limit: float = 1.0) -> dict[str, Any]:
 async def stats(request: Request) -> JSONResponse:
     state = _state(request)
     cache = _cache(request)
-    body = {**cache.stats(), "redis": await redis_state(cache)}
+    redis = await redis_state(cache)
+    for repeated in ("pool", "circuit", "invalidation_queue"):  # already at the top level of the stats
+        redis.pop(repeated, None)
+    body = {**cache.stats(), "redis": redis}
     body["policy"] = state.policy.state.as_dict() if state.policy else None
     return JSONResponse(body)
 
