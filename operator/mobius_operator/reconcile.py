@@ -36,6 +36,7 @@ __all__ = [
     "SecretUnavailable",
     "backoff_delay",
     "build_plan",
+    "cluster_members",
     "conditions_for",
     "drift",
     "find_conflict",
@@ -66,6 +67,7 @@ class RedisTarget:
     username: str | None = None
     secret_name: str | None = None
     secret_key: str = DEFAULT_SECRET_KEY
+    cluster: bool = False  # a Redis Cluster: every node gets the settings (each node has its own maxmemory)
 
     @property
     def key(self) -> str:
@@ -165,9 +167,9 @@ def parse_target(redis: object) -> RedisTarget:
             raise InvalidSpec(f"spec.redis.port must be an integer 1-65535, not {port!r}")
         return RedisTarget(host=str(host), port=port, secret_name=secret_name, secret_key=secret_key)
     parts = urlsplit(str(url))
-    if parts.scheme not in ("redis", "rediss"):
+    if parts.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         raise InvalidSpec(
-            f"spec.redis.url must be redis:// or rediss:// (a standalone server or a primary), not {url!r}"
+            f"spec.redis.url must be redis://, rediss://, redis+cluster:// or rediss+cluster://, not {url!r}"
         )
     if parts.password is not None:
         raise InvalidSpec("spec.redis.url must not contain a password: use spec.redis.passwordSecretRef")
@@ -184,11 +186,24 @@ def parse_target(redis: object) -> RedisTarget:
         host=parts.hostname,
         port=port,
         db=int(path or 0),
-        tls=parts.scheme == "rediss",
+        tls=parts.scheme.startswith("rediss"),
         username=unquote(parts.username) if parts.username else None,
         secret_name=secret_name,
         secret_key=secret_key,
+        cluster=parts.scheme.endswith("+cluster"),
     )
+
+
+def cluster_members(nodes: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, bool]]:
+    """(host, port, is_primary) of the healthy nodes in a parsed ``CLUSTER NODES`` reply (address → fields)."""
+    out = []
+    for address, fields in nodes.items():
+        flags = set(str(fields.get("flags", "")).split(","))
+        if flags & {"fail", "fail?", "noaddr", "handshake"}:
+            continue
+        host, _, port = address.split("@")[0].rpartition(":")
+        out.append((host.strip("[]"), int(port), "master" in flags))
+    return sorted(out)
 
 
 _QUANTITY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
@@ -293,6 +308,18 @@ class RedisStats:
             keyspace_misses=int(info.get("keyspace_misses", 0)),
             evicted_keys=int(info.get("evicted_keys", 0)),
             keys=keys,
+        )
+
+    @classmethod
+    def combine(cls, primaries: Sequence[RedisStats]) -> RedisStats:
+        """A cluster's numbers: the sum over its primaries (replicas hold copies); maxmemory is per node."""
+        return cls(
+            used_memory=sum(s.used_memory for s in primaries),
+            max_memory=max((s.max_memory for s in primaries), default=0),
+            keyspace_hits=sum(s.keyspace_hits for s in primaries),
+            keyspace_misses=sum(s.keyspace_misses for s in primaries),
+            evicted_keys=sum(s.evicted_keys for s in primaries),
+            keys=sum(s.keys for s in primaries),
         )
 
     def as_status(self, now: str) -> dict[str, Any]:

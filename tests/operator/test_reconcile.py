@@ -23,6 +23,7 @@ from mobius_operator.reconcile import (
     SecretUnavailable,
     backoff_delay,
     build_plan,
+    cluster_members,
     conditions_for,
     drift,
     find_conflict,
@@ -135,8 +136,7 @@ def test_targets(redis: dict[str, Any], expected: tuple[Any, ...]) -> None:
         ({}, "exactly one"),
         ({"url": "redis://r", "host": "r"}, "exactly one"),
         ({"url": "redis://:hunter2@r:6379"}, "must not contain a password"),
-        ({"url": "redis+cluster://r:6379"}, "redis:// or rediss://"),
-        ({"url": "unix:///tmp/redis.sock"}, "redis:// or rediss://"),
+        ({"url": "unix:///tmp/redis.sock"}, "redis://, rediss://"),
         ({"url": "redis://r:99999"}, "invalid port"),
         ({"url": "redis://r/x"}, "database number"),
         ({"host": "r", "port": "6379"}, "port must be an integer"),
@@ -146,6 +146,31 @@ def test_targets(redis: dict[str, Any], expected: tuple[Any, ...]) -> None:
 def test_bad_targets(redis: Any, fragment: str) -> None:
     with pytest.raises(InvalidSpec, match=fragment):
         parse_target(redis)
+
+
+def test_cluster_targets_and_members() -> None:
+    t = parse_target({"url": "rediss+cluster://seed.cache.svc:6379"})
+    assert (t.cluster, t.tls, t.key) == (True, True, "seed.cache.svc:6379")
+    assert not parse_target({"url": "redis://r"}).cluster
+    nodes = {
+        "10.0.0.1:6379@16379": {"flags": "myself,master"},
+        "10.0.0.2:6379": {"flags": "slave"},
+        "10.0.0.3:6379": {"flags": "master,fail"},
+        "10.0.0.4:6379": {"flags": "handshake"},
+    }
+    assert cluster_members(nodes) == [("10.0.0.1", 6379, True), ("10.0.0.2", 6379, False)]
+
+
+def test_cluster_stats_sum_the_primaries() -> None:
+    a, b = RedisStats(10, 100, 3, 1, 0, 5), RedisStats(20, 100, 1, 3, 2, 7)
+    total = RedisStats.combine([a, b])
+    assert (total.used_memory, total.max_memory, total.keys, total.evicted_keys, total.hit_ratio) == (
+        30,
+        100,
+        12,
+        2,
+        0.5,
+    )
 
 
 def test_password_secret_reference_defaults_its_key() -> None:

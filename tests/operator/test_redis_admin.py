@@ -8,10 +8,15 @@ import pytest
 
 from mobius_operator.reconcile import DesiredSettings, RedisTarget
 from mobius_operator.redis_admin import RedisAuthError, RedisRefusedError, RedisUnreachableError, ensure
-from tests.servers import HOST, RedisServer, free_port
+from tests.servers import HOST, RedisCluster, RedisServer, free_port
 
 MB = 1024 * 1024
 WANT = DesiredSettings(maxmemory=20 * MB, maxmemory_policy="allkeys-lfu")
+
+
+def settings(server: RedisServer) -> dict[str, str]:
+    with server.client(decode_responses=True) as c:
+        return {name: c.config_get(name)[name] for name in ("maxmemory", "maxmemory-policy")}
 
 
 def target(port: int) -> RedisTarget:
@@ -73,3 +78,22 @@ async def test_a_value_redis_rejects_is_a_refusal(redis_server: RedisServer) -> 
     bad = DesiredSettings(maxmemory=20 * MB, maxmemory_policy="not-a-policy")
     with pytest.raises(RedisRefusedError, match="refused the command"):
         await ensure(target(redis_server.port), None, bad, timeout=2)
+
+
+@pytest.mark.cluster
+async def test_a_cluster_gets_the_settings_on_every_node(redis_cluster: RedisCluster) -> None:
+    seed = redis_cluster.nodes[0]
+    before = {n.port: settings(n) for n in redis_cluster.nodes}
+    try:
+        cluster_target = RedisTarget(host=HOST, port=seed.port, cluster=True)
+        seen = await ensure(cluster_target, None, WANT, timeout=2)
+        assert len({k.split()[0] for k in seen.corrected}) == 6  # every node was corrected
+        for node in redis_cluster.nodes:
+            assert settings(node) == {"maxmemory": str(20 * MB), "maxmemory-policy": "allkeys-lfu"}
+        assert seen.stats.max_memory == 20 * MB
+        assert (await ensure(cluster_target, None, WANT, timeout=2)).corrected == {}
+    finally:  # the cluster is shared by the session: leave it as it was
+        for node in redis_cluster.nodes:
+            with node.client() as c:
+                for name, value in before[node.port].items():
+                    c.config_set(name, value)
