@@ -254,7 +254,7 @@ def _plot_hitratio(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("capacity, % of keys")
         ax.set_ylabel("hit ratio")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    max(axes[0], key=lambda a: len(a.get_lines())).legend(fontsize=7)  # the panel with every variant
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
