@@ -86,6 +86,42 @@ async def test_create_applies_to_redis_publishes_the_policy_and_reports_status(
     assert took < 5, f"create → Ready took {took:.2f}s"
 
 
+async def test_the_policy_configmap_is_written_once_and_not_rewritten_while_unchanged(
+    cluster: Cluster, run_operator: Any, redis_server: RedisServer
+) -> None:
+    async with run_operator(interval=0.2):
+        await cluster.create("web", {"redis": {"url": redis_server.url}, "maxMemory": "20mb"})
+        await eventually(lambda: is_ready(cluster, "web"), what="Ready")
+        first = cluster.get("web")["status"]["applied"]["verifiedAt"]
+        # Several timer runs later (each re-verifies Redis and refreshes the status) ...
+        await eventually(
+            lambda: cluster.get("web")["status"]["applied"]["verifiedAt"] != first,
+            timeout=5,
+            what="a re-check",
+        )
+    writes = [
+        r.method.value
+        for r in list(cluster.kmock._requests)
+        if r.resource is not None and r.resource.plural == "configmaps" and r.method.value != "GET"
+    ]
+    assert writes == ["POST"], writes  # ... the ConfigMap was created once and never patched
+
+
+async def test_a_restarted_operator_resumes_and_reapplies_at_once(
+    cluster: Cluster, run_operator: Any, redis_server: RedisServer
+) -> None:
+    async with run_operator():
+        await cluster.create("web", {"redis": {"url": redis_server.url}, "maxMemory": "20mb"})
+        await eventually(lambda: is_ready(cluster, "web"), what="Ready")
+    with redis_server.client() as c:  # changed while no operator runs
+        c.config_set("maxmemory", "50mb")
+    async with run_operator(interval=600):  # no timer run during the test: only the resume handler can fix it
+        await eventually(
+            lambda: config_get(redis_server)[0] == 20 * MB, timeout=10, what="re-applied on resume"
+        )
+        assert is_ready(cluster, "web")
+
+
 async def test_update_is_reapplied(cluster: Cluster, run_operator: Any, redis_server: RedisServer) -> None:
     async with run_operator():
         await cluster.create("web", {"redis": {"url": redis_server.url}, "maxMemory": "20mb"})
