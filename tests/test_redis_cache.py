@@ -87,6 +87,46 @@ async def test_redis_killed_reads_miss_writes_fail_breaker_opens_and_recovers(
         assert await c.get("other:k") == "v3"  # the same client, no restart
 
 
+async def test_recovery_after_a_restart_does_not_wait_on_stale_connections(
+    redis_server: RedisServer, registry: CollectorRegistry
+) -> None:
+    """Ten warm connections die with the server; one probe after the restart must be enough."""
+    cfg = make_config(redis_server.url, redis_min_connections=10, breaker_reset_timeout=0.5)
+    async with Cache(cfg, registry=registry) as c:
+        assert c.executor.pool_stats()["idle"] == 10
+        redis_server.kill()
+        assert await c.get("other:x") is MISS
+        assert c.circuit_state == "open"
+        redis_server.start()
+        t0 = time.perf_counter()
+        while await c.get("other:x") is MISS and c.circuit_state != "closed":
+            assert time.perf_counter() - t0 < 1.5, "recovery waited on stale connections"
+            await asyncio.sleep(0.01)
+        assert c.circuit_state == "closed"
+
+
+async def test_an_open_circuit_still_lets_other_tasks_run(
+    redis_server: RedisServer, registry: CollectorRegistry
+) -> None:
+    async with Cache(make_config(redis_server.url, breaker_reset_timeout=60), registry=registry) as c:
+        redis_server.kill()
+        await c.get("other:x")
+        assert c.circuit_state == "open"
+        ticks = 0
+
+        async def other_task() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.ensure_future(other_task())
+        for _ in range(1000):  # a tight loop that only calls the cache
+            await c.get("other:x")
+        task.cancel()
+        assert ticks > 100
+
+
 async def test_frozen_redis_is_bounded_by_the_socket_timeout(
     redis_server: RedisServer, registry: CollectorRegistry
 ) -> None:

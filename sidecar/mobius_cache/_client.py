@@ -172,6 +172,7 @@ class Cache:
         the wait). Redis error replies are not connection failures and do not trip the breaker."""
         breaker = self._breaker
         if not breaker.closed and not breaker.allow():
+            await asyncio.sleep(0)  # a loop that only hits an open circuit must still let other tasks run
             raise CircuitOpenError(breaker.retry_after())
         attempt = 0
         while True:
@@ -201,6 +202,7 @@ class Cache:
         """Several commands in one round trip. Per-command Redis errors come back as exception objects."""
         breaker = self._breaker
         if not breaker.closed and not breaker.allow():
+            await asyncio.sleep(0)
             raise CircuitOpenError(breaker.retry_after())
         try:
             replies = await self._executor.execute_many(commands)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections import defaultdict
@@ -65,6 +66,8 @@ class Metrics:
         self.invalidations: defaultdict[str, int] = defaultdict(int)
         self.slow_threshold_s = slow_threshold_s
         self.gauges = gauges
+        self._last_slow_log: dict[str, float] = {}
+        self._slow_logged: dict[str, int] = {}
 
     def observe(self, op: str, seconds: float, key: str | None = None) -> None:
         hist = self.durations[op]
@@ -72,10 +75,22 @@ class Metrics:
         hist.total += seconds
         if seconds >= self.slow_threshold_s:
             self.slow[op] += 1
-            log.warning(
-                "slow cache operation",
-                extra={"op": op, "key": key, "duration_ms": round(seconds * 1000, 3)},
-            )
+            # Every slow operation is counted; the log is rate-limited to one line per op per second (with
+            # the number it stands for), so an overloaded service does not also flood its log.
+            now = time.monotonic()
+            if now - self._last_slow_log.get(op, -1.0) >= 1.0:
+                suppressed = self.slow[op] - self._slow_logged.get(op, 0) - 1
+                self._last_slow_log[op] = now
+                self._slow_logged[op] = self.slow[op]
+                log.warning(
+                    "slow cache operation",
+                    extra={
+                        "op": op,
+                        "key": key,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "suppressed": suppressed,
+                    },
+                )
 
     def hits_misses(self) -> dict[str, dict[str, int]]:
         """Per namespace: hits, misses, errors and bypasses of reads."""

@@ -178,9 +178,17 @@ class Pool:
         else:
             self._idle.append(conn)
 
-    def discard(self, conn: AbstractConnection) -> None:
-        """A connection that failed or was interrupted mid-reply: close it, and let a waiter open a new one."""
+    def discard(self, conn: AbstractConnection, exc: BaseException | None = None) -> None:
+        """A connection that failed or was interrupted mid-reply: close it, and let a waiter open a new one.
+
+        When it failed because the connection broke, the idle ones were opened to the same server and are
+        most likely dead too (Redis restarted): close them all, so the next command — the breaker's probe
+        included — connects afresh instead of failing on a stale socket."""
         self._background(_quiet_disconnect(conn))
+        if exc is not None and isinstance(exc, redis_errors.ConnectionError | ConnectionError | OSError):
+            stale, self._idle = list(self._idle), deque()
+            for idle in stale:
+                self._background(_quiet_disconnect(idle))
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -291,8 +299,8 @@ class LeanExecutor(_Coalescing):
         except redis_errors.ResponseError:
             self.pool.release(conn)  # the error reply was read in full: the connection is fine
             raise
-        except BaseException:
-            self.pool.discard(conn)
+        except BaseException as exc:
+            self.pool.discard(conn, exc)
             raise
         else:
             self.pool.release(conn)
@@ -324,7 +332,7 @@ class LeanExecutor(_Coalescing):
                         else:
                             fut.set_result(reply)
             except BaseException as exc:
-                self.pool.discard(conn)
+                self.pool.discard(conn, exc)
                 _fail(
                     batch[done:],
                     exc if isinstance(exc, Exception) else redis_errors.ConnectionError("cancelled"),
