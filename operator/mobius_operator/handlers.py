@@ -30,6 +30,7 @@ from mobius_operator.reconcile import (
     SecretUnavailable,
     backoff_delay,
     build_plan,
+    claim_of,
     find_conflict,
     is_retryable,
     policy_configmap,
@@ -76,13 +77,7 @@ class Reconciler:
             plan = build_plan(spec, memory_limit=self.options.memory_limit_bytes)
         except InvalidSpec:
             return None
-        return Claim(
-            created=str(meta.get("creationTimestamp") or ""),
-            namespace=str(meta.get("namespace") or ""),
-            name=str(meta["name"]),
-            target=plan.target.key,
-            settings=plan.settings,
-        )
+        return claim_of(meta, plan)
 
     async def run(
         self,
@@ -114,9 +109,7 @@ class Reconciler:
             plan = build_plan(spec, memory_limit=self.options.memory_limit_bytes)
         except InvalidSpec as exc:
             return Invalid(str(exc))
-        me = self.claim(meta, spec)
-        assert me is not None  # the plan above succeeded
-        winner = find_conflict(me, claims)
+        winner = find_conflict(claim_of(meta, plan), claims)
         if winner is not None:
             return Conflict(winner)
 

@@ -36,6 +36,7 @@ __all__ = [
     "SecretUnavailable",
     "backoff_delay",
     "build_plan",
+    "claim_of",
     "cluster_members",
     "conditions_for",
     "drift",
@@ -262,6 +263,17 @@ class Claim:
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def claim_of(meta: Mapping[str, Any], plan: Plan) -> Claim:
+    """A resource's claim on the Redis its plan targets (``meta``: the resource's metadata)."""
+    return Claim(
+        created=str(meta.get("creationTimestamp") or ""),
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta["name"]),
+        target=plan.target.key,
+        settings=plan.settings,
+    )
 
 
 def find_conflict(me: Claim, claims: Iterable[Claim]) -> Claim | None:
