@@ -33,8 +33,10 @@ system-deps:
 tools: system-deps
 	@scripts/ensure-helm.sh >/dev/null
 
+# Two passes: everything in parallel on both cores, then the tests that measure time, alone.
 test: venv system-deps tools
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -x -q $(PYTEST_ARGS)

@@ -17,7 +17,7 @@ from mobius_cache import MISS, Cache, CacheUnavailableError, PoolExhaustedError
 from tests.conftest import make_config
 from tests.servers import RedisServer
 
-pytestmark = pytest.mark.xdist_group("perf")
+pytestmark = pytest.mark.serial
 
 
 async def test_single_operations_take_under_5ms(cache: Cache) -> None:

@@ -207,7 +207,7 @@ print(json.dumps({"n": len(samples), "p50": samples[len(samples) // 2], "p99": s
 """
 
 
-@pytest.mark.xdist_group("perf")
+@pytest.mark.serial
 async def test_pattern_invalidation_does_not_block_redis(registry: CollectorRegistry, tmp_path: Any) -> None:
     """200k keys; another process's GET latency while SCAN+UNLINK runs stays low (KEYS would stall it)."""
     import json
