@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mobius_cache._config import SPEC_FIELDS, CacheConfig, parse_memory
+from mobius_cache._config import SPEC_FIELDS, CacheConfig, StrategyConfig, parse_memory
 
 __all__ = [
     "POLICY_KEY",
@@ -108,9 +108,13 @@ def build_plan(spec: Mapping[str, Any], *, memory_limit: int | None = None) -> P
     if strategies is not None:
         if not isinstance(strategies, Mapping):
             raise InvalidSpec("spec.strategies must be a map of namespace name to strategy")
-        for name in strategies:
+        for name, strategy in strategies.items():
             if not isinstance(name, str) or not name or ":" in name:
                 raise InvalidSpec(f"strategy name {name!r} must be a non-empty key segment without ':'")
+            try:
+                StrategyConfig.model_validate(strategy)
+            except ValueError as exc:  # here, so that the message names the strategy
+                raise InvalidSpec(f"strategies.{name}: {_short_error(exc)}") from exc
     # Missing fields take the model's declared defaults, never the operator's own MOBIUS_* environment.
     complete = dict(spec)
     for camel, snake in SPEC_FIELDS.items():

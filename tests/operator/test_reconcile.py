@@ -94,6 +94,10 @@ def test_the_policy_document_is_the_library_round_trip_without_secrets() -> None
         ({"strategies": {"a:b": {"ttl": 5}}}, "strategy name 'a:b'"),
         ({"strategies": {"user": {"ttl": 5, "colour": "red"}}}, "colour"),
         ({"strategies": ["user"]}, "spec.strategies must be a map"),
+        ({"strategies": {"user": 5}}, "strategies.user"),
+        ({"strategies": {"a:b": {"ttl": 10**9}}}, "strategy name 'a:b'"),  # the model skips this check here
+        ({"maxMemory": 123}, "maxMemory"),
+        ({"redis": "redis://r:6379"}, "spec.redis is required"),
     ],
 )
 def test_a_spec_the_library_refuses_is_invalid_with_a_readable_message(
