@@ -2,7 +2,7 @@
 
 Every option also comes from the environment (``MOBIUS_REDIS_URL``, ``MOBIUS_SIDECAR_HOST``, ...); an option
 given on the command line wins. Configuration mistakes end the process at once with one clear line and exit
-status 2, before anything binds. SIGTERM is graceful: uvicorn stops accepting, finishes in-flight requests
+status 2, before the server starts (a port already in use too). SIGTERM is graceful: uvicorn stops accepting, finishes in-flight requests
 (up to ``MOBIUS_SHUTDOWN_TIMEOUT``), then the lifespan closes the Redis pool.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -33,6 +34,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--redis-url", help="Redis to use [MOBIUS_REDIS_URL, default redis://127.0.0.1:6379/0]")
     add("--host", help="address to bind [MOBIUS_SIDECAR_HOST, default 127.0.0.1]")
     add("--port", type=int, help="port to bind [MOBIUS_SIDECAR_PORT, default 8787]")
+    add(
+        "--metrics-port",
+        type=int,
+        help="also serve only /metrics and /healthz on this port, for Prometheus "
+        "[MOBIUS_SIDECAR_METRICS_PORT, default off]",
+    )
+    add("--metrics-host", help="address of the metrics port [MOBIUS_SIDECAR_METRICS_HOST, default 0.0.0.0]")
     add("--policy-file", help="policy written by the operator, hot-reloaded [MOBIUS_POLICY_FILE]")
     add(
         "--token",
@@ -49,6 +57,8 @@ def _settings_from(args: argparse.Namespace) -> tuple[SidecarSettings, CacheConf
     overrides: dict[str, Any] = {
         "sidecar_host": args.host,
         "sidecar_port": args.port,
+        "sidecar_metrics_port": args.metrics_port,
+        "sidecar_metrics_host": args.metrics_host,
         "policy_file": args.policy_file,
         "sidecar_token": args.token,
         "max_body_bytes": args.max_body_bytes,
@@ -69,6 +79,22 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, so that a port in use is a clear one-line error before anything starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -82,15 +108,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
     from .app import create_app
+    from .front import ASGIApp
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings, config=config)
-    uvicorn.run(
+    front = create_app(settings, config=config)
+    app: ASGIApp = front
+    sockets = [_bind(settings.sidecar_host, settings.sidecar_port)]
+    if settings.sidecar_metrics_port is not None:
+        from .metrics_port import SplitByPort, metrics_only_app
+
+        metrics_socket = _bind(settings.sidecar_metrics_host, settings.sidecar_metrics_port)
+        sockets.append(metrics_socket)
+        metrics_port = metrics_socket.getsockname()[1]
+        app = SplitByPort(app, metrics_port=metrics_port, metrics_app=metrics_only_app(front.state.registry))
+        logging.getLogger("mobius_cache.server").info(
+            "metrics port %s:%s serves only /metrics and /healthz",
+            settings.sidecar_metrics_host,
+            metrics_port,
+        )
+    config_ = uvicorn.Config(
         app,
-        host=settings.sidecar_host,
-        port=settings.sidecar_port,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -100,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         server_header=False,
         date_header=False,
     )
+    uvicorn.Server(config_).run(sockets=sockets)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,17 @@ class SidecarSettings(BaseSettings):
 
     sidecar_host: str = Field(default="127.0.0.1", min_length=1, description="address to bind")
     sidecar_port: int = Field(default=8787, ge=0, le=65535, description="TCP port (0 = any free port)")
+    sidecar_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="second listener serving only /metrics and /healthz, for in-cluster Prometheus (unset = off)",
+    )
+    sidecar_metrics_host: str = Field(
+        default="0.0.0.0",
+        min_length=1,
+        description="address of the metrics listener; it never serves /v1/*, so it needs no token",
+    )
     sidecar_token: str | None = Field(
         default=None, repr=False, description="when set, /v1/* requires 'Authorization: Bearer <token>'"
     )
@@ -54,6 +65,11 @@ class SidecarSettings(BaseSettings):
         default=20.0, gt=0, le=600, description="seconds in-flight requests get after SIGTERM"
     )
 
+    @field_validator("sidecar_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value  # MOBIUS_..._PORT= means off
+
     @field_validator("sidecar_token")
     @classmethod
     def _check_token(cls, value: str | None) -> str | None:
@@ -64,10 +80,16 @@ class SidecarSettings(BaseSettings):
         return value
 
     def check_bind(self) -> None:
-        """Refuse a non-loopback bind without a token: the cache would be open to the whole network."""
+        """Refuse a non-loopback API bind without a token (the cache would be open to the network), and a
+        metrics port equal to the API port (the two listeners must be told apart by port)."""
         if not is_loopback(self.sidecar_host) and self.sidecar_token is None:
             raise UnsafeBindError(
                 f"refusing to bind {self.sidecar_host}: it is not a loopback address and no token is set. "
                 "Set MOBIUS_SIDECAR_TOKEN (or --token) to require 'Authorization: Bearer <token>', "
                 "or bind 127.0.0.1."
+            )
+        if self.sidecar_metrics_port and self.sidecar_metrics_port == self.sidecar_port:
+            raise UnsafeBindError(
+                f"the metrics port {self.sidecar_metrics_port} is also the API port: choose another "
+                "MOBIUS_SIDECAR_METRICS_PORT (--metrics-port), or leave it unset to serve /metrics on the API port only"
             )
