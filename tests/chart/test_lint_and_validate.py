@@ -27,6 +27,10 @@ VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
         {"monitoring.serviceMonitor.enabled": True, "monitoring.prometheusRule.enabled": True},
         MONITORING_APIS,
     ),
+    "podmonitor-and-example": (
+        {"monitoring.podMonitor.enabled": True, "example.enabled": True},
+        ["--api-versions", "monitoring.coreos.com/v1/PodMonitor"],
+    ),
     "external-redis": (
         {"redis.enabled": False, "externalRedis.url": "rediss://cache.example.com:6380/0"},
         [],

@@ -69,3 +69,51 @@ def test_service_monitor_scrapes_the_exporter_port() -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert not find(render({**ON, "exporter.enabled": False}, *APIS), "ServiceMonitor")
+
+
+POD_MONITOR_API = ["--api-versions", "monitoring.coreos.com/v1/PodMonitor"]
+
+
+def test_pod_monitor_scrapes_the_sidecars_metrics_port() -> None:
+    values = {
+        "monitoring.podMonitor.enabled": True,
+        "monitoring.podMonitor.labels": {"release": "kube-prometheus"},
+        "example.enabled": True,
+    }
+    docs = render(values, *POD_MONITOR_API)
+    monitor = one(docs, "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["cache"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    # The dashboards read the cache namespace from `exported_namespace`: Prometheus must rename the label.
+    assert endpoint["honorLabels"] is False
+    assert endpoint["path"] == "/metrics"
+    # It selects the example pod, whose sidecar has a container port of that name.
+    pod = one(docs, "Deployment", "mc-mobius-cache-example")["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    ports = [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", ())]
+    assert ports == [endpoint["port"]]
+
+
+def test_pod_monitor_needs_the_api_and_the_metrics_port() -> None:
+    on = {"monitoring.podMonitor.enabled": True}
+    assert not find(render(on), "PodMonitor"), "no PodMonitor API in the cluster"
+    assert not find(render({}, *POD_MONITOR_API), "PodMonitor"), "off by default"
+    refused = helm.template({**on, "sidecar.metricsPort": 0}, *POD_MONITOR_API)
+    assert refused.returncode != 0
+    assert "monitoring.podMonitor.enabled needs sidecar.metricsPort" in refused.stderr
+    clash = helm.template({"sidecar.metricsPort": 8787})
+    assert clash.returncode != 0 and "must differ from sidecar.port" in clash.stderr
+
+
+def test_metrics_port_off_leaves_the_sidecar_loopback_only() -> None:
+    pod = helm.pod_spec(
+        one(
+            render({"example.enabled": True, "sidecar.metricsPort": 0}),
+            "Deployment",
+            "mc-mobius-cache-example",
+        )
+    )
+    sidecar = next(c for c in pod["containers"] if c["name"] == "mobius-sidecar")
+    assert "ports" not in sidecar
+    assert "MOBIUS_SIDECAR_METRICS_PORT" not in {e["name"] for e in sidecar["env"]}

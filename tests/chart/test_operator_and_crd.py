@@ -205,7 +205,10 @@ def test_the_example_app_carries_the_sidecar_contract() -> None:
     assert env["MOBIUS_POLICY_FILE"]["value"] == "/etc/mobius/policy/policy.json"
     assert env["MOBIUS_SIDECAR_HOST"]["value"] == "127.0.0.1"
     assert env["MOBIUS_SIDECAR_PORT"]["value"] == "8787"
-    assert "ports" not in sidecar, "the sidecar's port is loopback only"
+    # The API is loopback only; the one port on the pod IP is the metrics-only listener.
+    assert sidecar["ports"] == [{"name": "mobius-metrics", "containerPort": 9787, "protocol": "TCP"}]
+    assert env["MOBIUS_SIDECAR_METRICS_PORT"]["value"] == "9787"
+    assert env["MOBIUS_SIDECAR_METRICS_HOST"]["value"] == "0.0.0.0"
     assert "/healthz" in sidecar["livenessProbe"]["exec"]["command"][-1]
     assert "/readyz" in sidecar["readinessProbe"]["exec"]["command"][-1]
     mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == "/etc/mobius/policy")

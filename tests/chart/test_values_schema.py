@@ -27,6 +27,8 @@ from tests.chart import helm
         ({"cacheConfig.strategies": {"user": {"ttl": 60, "slidng": True}}}, "'slidng' not allowed"),
         ({"monitoring.serviceMonitor.interval": "soon"}, "at '/monitoring/serviceMonitor/interval'"),
         ({"redis.auth": {"enabled": "yes"}}, "at '/redis/auth/enabled'"),
+        ({"sidecar.metricsPort": 80}, "at '/sidecar/metricsPort'"),
+        ({"monitoring.podMonitor.interval": "often"}, "at '/monitoring/podMonitor/interval'"),
     ],
 )
 def test_bad_values_are_refused_with_the_path(values: dict[str, Any], message: str) -> None:

@@ -179,6 +179,12 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
     {{- $messages = append $messages "redis.enabled is false: set externalRedis.url (redis://, rediss://, redis+cluster:// or rediss+cluster://) to the Redis to use" -}}
   {{- end -}}
 {{- end -}}
+{{- if and .Values.sidecar.metricsPort (eq (int .Values.sidecar.metricsPort) (int .Values.sidecar.port)) -}}
+  {{- $messages = append $messages (printf "sidecar.metricsPort (%v) must differ from sidecar.port: the metrics-only listener is a second port" .Values.sidecar.metricsPort) -}}
+{{- end -}}
+{{- if and .Values.monitoring.podMonitor.enabled (not .Values.sidecar.metricsPort) -}}
+  {{- $messages = append $messages "monitoring.podMonitor.enabled needs sidecar.metricsPort: the sidecar's API port is loopback only, Prometheus can scrape only the metrics port" -}}
+{{- end -}}
 {{- if gt (int64 .Values.cacheConfig.defaultTTL) (int64 .Values.cacheConfig.maxTTL) -}}
   {{- $messages = append $messages (printf "cacheConfig.defaultTTL (%v) must not exceed cacheConfig.maxTTL (%v)" .Values.cacheConfig.defaultTTL .Values.cacheConfig.maxTTL) -}}
 {{- end -}}
@@ -223,6 +229,17 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
       value: 127.0.0.1
     - name: MOBIUS_SIDECAR_PORT
       value: {{ .Values.sidecar.port | quote }}
+    {{- if .Values.sidecar.metricsPort }}
+    # Only /metrics and /healthz on the pod IP, for Prometheus; the API above stays on loopback.
+    - name: MOBIUS_SIDECAR_METRICS_HOST
+      value: 0.0.0.0
+    - name: MOBIUS_SIDECAR_METRICS_PORT
+      value: {{ .Values.sidecar.metricsPort | quote }}
+  ports:
+    - name: mobius-metrics
+      containerPort: {{ .Values.sidecar.metricsPort }}
+      protocol: TCP
+    {{- end }}
   # The API listens on loopback only, where the kubelet's HTTP probes cannot reach: the probes run inside the
   # container instead. /readyz stays 200 while Redis is down (the app must not leave its Service for that).
   livenessProbe:
