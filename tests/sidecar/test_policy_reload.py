@@ -88,3 +88,29 @@ def test_broken_policy_at_start_keeps_the_environment_settings(
         assert _ttl_of(http, "envttl") == 77
         policy.write_text("defaultTTL: 88\n")
         _until(lambda: _ttl_of(http, "envttl") == 88)
+
+
+def test_missing_policy_file_at_start_is_waited_for(
+    tmp_path: Path, shared_redis: RedisServer, start_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """The chart mounts the operator's ConfigMap as optional: the file may appear after the sidecar starts."""
+    policy = tmp_path / "policy" / "policy.json"  # not even the directory exists yet
+    # The default poll interval (1 s): the 5 s contract must hold without tuning.
+    proc = start_sidecar(
+        shared_redis.url, args=["--policy-file", str(policy)], env={"MOBIUS_DEFAULT_TTL": "55"}
+    )
+    with proc.http() as http:
+        assert _ttl_of(http, "waiting") == 55
+        assert "does not exist yet" in http.get("/readyz").json()["policy"]["error"]
+        # Let the watcher poll the missing file twice more: the log must not grow a line per poll.
+        time.sleep(2.2)
+        policy.parent.mkdir()
+        t0 = time.monotonic()
+        _write(policy, json.dumps({"defaultTTL": 66}))
+        _until(lambda: _ttl_of(http, "waiting") == 66)
+        assert time.monotonic() - t0 < 5
+        ready = http.get("/readyz").json()["policy"]
+        assert ready["error"] is None and ready["reloads"] == 1
+    log = proc.log()
+    assert log.count("does not exist yet") == 1, log
+    assert "refused" not in log, log

@@ -101,6 +101,9 @@ class PolicyWatcher:
 
     def initial(self) -> CacheConfig | None:
         """The policy at start-up, or None (then the environment's settings apply) when it is unusable."""
+        if not self.path.exists():
+            self._missing()
+            return None
         try:
             config, digest = load_policy(self.path, redis_url=self.redis_url)
         except PolicyError as exc:
@@ -114,11 +117,20 @@ class PolicyWatcher:
         """Look at the file once; apply it when it changed and is valid. True when a new one was applied."""
         try:
             raw = self.path.read_bytes()
+        except FileNotFoundError:
+            # Not written yet is normal until the operator's ConfigMap exists (the volume is optional).
+            if self.state.applied_hash is None:
+                self._missing()
+            else:  # removed after it was applied: say so once, and keep what was applied
+                self._refuse(f"{self.path} was removed", digest=None)
+            return False
         except OSError as exc:
             self._refuse(f"cannot read {self.path}: {exc.strerror or exc}", digest=None)
             return False
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._seen_hash:
+            if digest == self.state.applied_hash:
+                self.state.error = None  # e.g. the applied file came back after a removal
             return False
         self._seen_hash = digest
         try:
@@ -139,6 +151,14 @@ class PolicyWatcher:
         self.state.error = None
         log.info("policy %s reloaded (default TTL %ss)", self.path, config.default_ttl)
         return True
+
+    def _missing(self) -> None:
+        """No policy file yet (the chart mounts the operator's ConfigMap as optional): one log line, then wait."""
+        message = f"{self.path} does not exist yet; the environment's settings apply until it appears"
+        if message != self.state.error:
+            log.info("policy %s (checked every %ss)", message, self.interval)
+        self.state.error = message
+        self._seen_hash = None
 
     def _refuse(self, message: str, digest: str | None) -> None:
         if message != self.state.error:  # one line per distinct problem, not one per poll
