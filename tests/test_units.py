@@ -17,7 +17,7 @@ from mobius_cache._keys import KeySpace, validate_key
 def test_public_api_is_exactly_all() -> None:
     exported = {n for n in dir(mobius_cache) if not n.startswith("_")}
     assert set(mobius_cache.__all__) <= exported
-    assert exported - set(mobius_cache.__all__) <= {"server"}  # the subpackage, when imported
+    assert exported - set(mobius_cache.__all__) <= {"server", "strategies"}  # subpackages, once imported
     assert sorted(mobius_cache.__all__) == sorted(set(mobius_cache.__all__))
 
 
@@ -39,7 +39,7 @@ def test_parse_memory_uses_redis_units(text: Any, expected: int) -> None:
     assert parse_memory(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "lots", "1tb", "-1mb", "1.5gb", -1, True])
+@pytest.mark.parametrize("bad", ["", "lots", "1tb", "-1mb", "1.5gb", "\u0661mb", -1, True])
 def test_parse_memory_rejects(bad: Any) -> None:
     with pytest.raises(ValueError):
         parse_memory(bad)

@@ -23,7 +23,9 @@ __all__ = [
     "parse_memory",
 ]
 
-_MEMORY_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|m|mb|g|gb)?\s*$", re.IGNORECASE)
+_MEMORY_RE = re.compile(
+    r"^[ \t]*([0-9]+)[ \t]*(b|k|kb|m|mb|g|gb)?[ \t]*$", re.IGNORECASE
+)  # ASCII only, as the CRD
 # Redis's own units: "k"/"m"/"g" are powers of 1000, "kb"/"mb"/"gb" powers of 1024 (see redis.conf).
 _MEMORY_UNITS = {
     None: 1,
@@ -171,11 +173,10 @@ class CacheConfig(BaseSettings):
             raise ValueError(f"default_ttl ({self.default_ttl}) must not exceed max_ttl ({self.max_ttl})")
         if self.redis_min_connections > self.redis_max_connections:
             raise ValueError("redis_min_connections must not exceed redis_max_connections")
-        for name, strategy in self.strategies.items():
-            if strategy.ttl is not None and strategy.ttl > self.max_ttl:
-                # Clamped at use; refusing would make a lower maxTTL break every stored policy.
-                continue
-            if not name or ":" in name:
+        # A strategy TTL above max_ttl is not an error: it is clamped at use, so lowering maxTTL never breaks
+        # a stored policy.
+        for name in self.strategies:
+            if not name or ":" in name or any(ch.isspace() or ord(ch) < 32 for ch in name):
                 raise ValueError(f"strategy name {name!r} must be a non-empty key segment without ':'")
         return self
 

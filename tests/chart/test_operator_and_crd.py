@@ -130,17 +130,13 @@ CACHECONFIG_VALUES: dict[str, dict[str, Any]] = {
     },
     "external": {"redis.enabled": False, "externalRedis.url": "rediss://cache.example.com:6380/0"},
 }
-CLUSTER_URL_PENDING = pytest.mark.xfail(
-    reason="the CRD's spec.redis.url accepts only redis:// and rediss://, not the library's cluster URL",
-    strict=False,
-)
 
 
 @pytest.mark.parametrize(
     "name",
     [
         *sorted(CACHECONFIG_VALUES),
-        pytest.param("external-cluster", marks=CLUSTER_URL_PENDING),
+        "external-cluster",
     ],
 )
 def test_default_cacheconfig_validates_against_the_crd(name: str) -> None:
