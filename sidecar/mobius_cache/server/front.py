@@ -15,8 +15,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from starlette.routing import Match
+
 from .errors import error_payload
 from .reads import read_response
+from .routes import router
 
 if TYPE_CHECKING:
     from .app import SidecarState
@@ -120,7 +123,7 @@ class Front:
                 else:
                     await self._forward(scope, receive, send_tracking)
                     matched = scope.get("route")
-                    route = getattr(matched, "path_format", None) or "unmatched"
+                    route = getattr(matched, "path_format", None) or self._template(scope)
             finally:
                 self.state.http_metrics.observe(method, route, status, time.perf_counter() - started)
                 if current is not None:
@@ -128,6 +131,14 @@ class Front:
                     current.set_attribute("http.request.method", method)
                     current.set_attribute("http.route", route)
                     current.set_attribute("http.response.status_code", status)
+
+    def _template(self, scope: Scope) -> str:
+        """The route template of a request FastAPI did not route (a 413 before it, a 404): never the raw path."""
+        for candidate in router.routes:
+            match, _ = candidate.matches(scope)
+            if match != Match.NONE:
+                return str(getattr(candidate, "path_format", "unmatched"))
+        return "unmatched"
 
     def _authorized(self, scope: Scope) -> bool:
         given = _header(scope, b"authorization")
