@@ -5,24 +5,30 @@
     {"closed_loop": {"connections": 16, "rounds": n, "servers": {name: {"rps": summary, "p50_ms", "p99_ms"}}},
      "ratios": {"sidecar_vs_naive": x, "sidecar_vs_ceiling": y},
      "fixed_rate": {"rate": 1000, "in_process_p90_ms", "sidecar_p90_ms", "constant_p90_ms", "added_p90_ms", ...},
-     "gc": {"tuned": {...}, "untuned": {...}}}
+     "gc": {"tuned": {...}, "untuned": {...}},
+     "sustained": {"offered_rate": 5000, "seconds": 60, "achieved_rate", "p50_ms", "p99_ms", "p999_ms", "errors", ...}}
 
 Every server is one uvicorn worker (uvloop + httptools) in its own process; the load comes from a lean
 asyncio HTTP/1.1 client (keep-alive, one request in flight per connection) in this process, so the machine's
 two cores are split between load and server alike for every target. Targets alternate within each round so
 that the shared machine's noise hits all of them.
+
+The sustained run (issue 8) offers a fixed 5000 req/s of hits for 60 s (10 s in quick mode) to a fresh sidecar
+from the open-loop generator of :mod:`.openloop`, in a process of its own: requests leave on schedule whether
+or not earlier ones returned, and latency counts from the scheduled time, so a stall cannot hide.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,8 +326,49 @@ async def run(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
             }
             for name, rows in gc_rows.items()
         }
+        out["sustained"] = await _sustained(redis.url, SUSTAINED_SECONDS[quick], say)
     out["loadavg_end"] = loadavg()
     return out
+
+
+SUSTAINED_RATE = 5000
+SUSTAINED_SECONDS = {False: 60.0, True: 10.0}
+
+
+async def _sustained(redis_url: str, seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """Issue 8: a fresh sidecar under a fixed 5000 req/s of hits, from the open-loop generator's own process."""
+    with _servers(redis_url, only_sidecar=True) as (sidecar,):
+        await _closed_loop(sidecar.port, sidecar.path, 0.5, CONNECTIONS)  # warm-up
+        started_load = loadavg()
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.openloop",
+            "--port",
+            str(sidecar.port),
+            "--path",
+            sidecar.path.decode(),
+            "--rate",
+            str(SUSTAINED_RATE),
+            "--seconds",
+            str(seconds),
+            "--connections",
+            str(CONNECTIONS),
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=seconds + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"open-loop generator failed: {stderr.decode(errors='replace')[-2000:]}")
+        result: dict[str, Any] = json.loads(stdout)
+    result["loadavg_start"], result["loadavg_end"] = started_load, loadavg()
+    say(
+        f"sidecar sustained {SUSTAINED_RATE}/s for {seconds:.0f}s: achieved {result['achieved_rate']:.0f}/s, "
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, p99.9 {result['p999_ms']} ms, "
+        f"errors {result['errors']}"
+    )
+    return result
 
 
 if __name__ == "__main__":
