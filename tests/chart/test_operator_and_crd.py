@@ -13,17 +13,16 @@ from tests.chart.helm import find, one, pod_spec, render
 
 CRD_SOURCE = helm.ROOT / "operator" / "mobius_operator" / "crds" / "cacheconfig.yaml"
 
-# The minimum the operator needs (docs/operator.md) and kopf itself (CRD discovery; namespaces when it
-# watches all of them). Anything more is a finding, anything less a broken operator.
+# The minimum the operator needs (the RBAC table in docs/operator.md) and kopf itself (CRD discovery).
+# Anything more is a finding, anything less a broken operator.
 OPERATOR_RULES = {
     ("cache.mobius.io", "cacheconfigs"): {"get", "list", "watch", "patch"},
-    ("cache.mobius.io", "cacheconfigs/status"): {"get", "patch", "update"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "update"},
+    ("cache.mobius.io", "cacheconfigs/status"): {"patch"},
+    ("", "configmaps"): {"get", "create", "patch"},
     ("", "secrets"): {"get"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create"},
 }
 DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
-NAMESPACE_RULES = {("", "namespaces"): {"list", "watch"}}
 
 
 def rules_of(obj: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -40,7 +39,7 @@ def test_cluster_scope_rbac_is_the_minimum() -> None:
     docs = render({})
     assert not find(docs, "Role", "mc-mobius-cache-operator")
     role = one(docs, "ClusterRole")
-    assert rules_of(role) == OPERATOR_RULES | DISCOVERY_RULES | NAMESPACE_RULES
+    assert rules_of(role) == OPERATOR_RULES | DISCOVERY_RULES
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [

@@ -200,16 +200,16 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
     verbs: [get, list, watch, patch]
   - apiGroups: [cache.mobius.io]
     resources: [cacheconfigs/status]
-    verbs: [get, patch, update]
+    verbs: [patch]
   - apiGroups: [""]
     resources: [configmaps]
-    verbs: [get, list, watch, create, patch, update]
+    verbs: [get, create, patch]
   - apiGroups: [""]
     resources: [secrets]
     verbs: [get]
   - apiGroups: [""]
     resources: [events]
-    verbs: [create, patch]
+    verbs: [create]
 {{- end }}
 
 {{/* Return the sidecar container (the example app uses it; the README shows the same for your own pods). */}}
