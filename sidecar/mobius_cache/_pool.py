@@ -109,6 +109,16 @@ def _connection_kwargs(
     return kwargs
 
 
+def _read_error(conn: AbstractConnection, exc: BaseException) -> BaseException:
+    """What redis-py's ``read_response`` would have raised for a timeout or a socket error."""
+    where = getattr(conn, "host", None) or getattr(conn, "path", "redis")
+    if isinstance(exc, TimeoutError):
+        return redis_errors.TimeoutError(f"Timeout reading from {where}")
+    if isinstance(exc, OSError):
+        return redis_errors.ConnectionError(f"Error while reading from {where}: {exc}")
+    return exc
+
+
 class Pool:
     """A bounded pool of redis-py connections. ``acquire`` is a deque pop unless the pool is exhausted."""
 
@@ -295,15 +305,19 @@ class LeanExecutor(_Coalescing):
             raise
         try:
             await _send(conn, _pack(conn, (args,)))
-            reply = await conn.read_response()
-        except redis_errors.ResponseError:
-            self.pool.release(conn)  # the error reply was read in full: the connection is fine
-            raise
+            # Straight from the parser (hiredis): redis-py's read_response adds a timeout context and several
+            # wrappers per reply that cost more than the parsing. Error replies come back as objects.
+            async with asyncio.timeout(conn.socket_timeout):
+                reply = await conn._parser.read_response()  # type: ignore[attr-defined]
         except BaseException as exc:
             self.pool.discard(conn, exc)
+            if isinstance(exc, TimeoutError | OSError):
+                raise _read_error(conn, exc) from None
             raise
         else:
-            self.pool.release(conn)
+            self.pool.release(conn)  # an error reply was read in full too: the connection is fine
+            if isinstance(reply, redis_errors.ResponseError):
+                raise reply
             return reply
         finally:
             self._inflight -= 1
@@ -320,19 +334,20 @@ class LeanExecutor(_Coalescing):
             done = 0
             try:
                 await _send(conn, _pack(conn, [c for c, _ in batch]))
-                for _cmd, fut in batch:
-                    try:
-                        reply = await conn.read_response()
-                    except redis_errors.ResponseError as exc:
-                        reply = exc
-                    done += 1
-                    if not fut.done():
-                        if isinstance(reply, redis_errors.ResponseError):
-                            fut.set_exception(reply)
-                        else:
-                            fut.set_result(reply)
+                parser: Any = conn._parser
+                async with asyncio.timeout(conn.socket_timeout):  # one timeout for the whole batch
+                    for _cmd, fut in batch:
+                        reply = await parser.read_response()
+                        done += 1
+                        if not fut.done():
+                            if isinstance(reply, redis_errors.ResponseError):
+                                fut.set_exception(reply)
+                            else:
+                                fut.set_result(reply)
             except BaseException as exc:
                 self.pool.discard(conn, exc)
+                if isinstance(exc, TimeoutError | OSError):
+                    exc = _read_error(conn, exc)
                 _fail(
                     batch[done:],
                     exc if isinstance(exc, Exception) else redis_errors.ConnectionError("cancelled"),

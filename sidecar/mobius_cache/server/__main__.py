@@ -138,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         server_header=False,
         date_header=False,
+        proxy_headers=False,  # loopback only: there is no proxy whose X-Forwarded-* headers to trust
     )
     uvicorn.Server(config_).run(sockets=sockets)
 
