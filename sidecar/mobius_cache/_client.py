@@ -540,16 +540,16 @@ class Cache:
 
     # --- invalidation (see _invalidation.py) ---------------------------------------------------------------
     async def invalidate(self, key: str, *, cascade: bool = False) -> int:
-        return await self.invalidator.keys([key], cascade=cascade)
+        return await self.invalidator.by_keys([key], cascade=cascade)
 
     async def invalidate_keys(self, keys: Sequence[str], *, cascade: bool = False) -> int:
-        return await self.invalidator.keys(keys, cascade=cascade)
+        return await self.invalidator.by_keys(keys, cascade=cascade)
 
     async def invalidate_pattern(self, pattern: str) -> int:
-        return await self.invalidator.pattern(pattern)
+        return await self.invalidator.by_pattern(pattern)
 
     async def invalidate_tags(self, *tags: str) -> int:
-        return await self.invalidator.tags(tags)
+        return await self.invalidator.by_tags(tags)
 
     def on_invalidate(self, callback: Callable[[dict[str, Any]], Any]) -> None:
         """Call ``callback(event)`` for every invalidation published by any instance on this Redis."""

@@ -67,13 +67,13 @@ class Invalidator:
         self._wake = asyncio.Event()
 
     # --- public operations -------------------------------------------------------------------------------
-    async def keys(self, keys: Sequence[str], *, cascade: bool = False) -> int:
+    async def by_keys(self, keys: Sequence[str], *, cascade: bool = False) -> int:
         if isinstance(keys, str):
             keys = [keys]
         items = tuple(validate_key(k) for k in keys)
         return await self._run(InvalidationOp("cascade" if cascade else "key", items))
 
-    async def pattern(self, pattern: str) -> int:
+    async def by_pattern(self, pattern: str) -> int:
         if (
             not isinstance(pattern, str)
             or not pattern
@@ -83,7 +83,7 @@ class Invalidator:
             raise InvalidInputError("a pattern must be a non-empty glob without whitespace, e.g. 'search:*'")
         return await self._run(InvalidationOp("pattern", (pattern,)))
 
-    async def tags(self, tags: Sequence[str]) -> int:
+    async def by_tags(self, tags: Sequence[str]) -> int:
         items = tuple(validate_tag(t) for t in tags)
         if not items:
             return 0
