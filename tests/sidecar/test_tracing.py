@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
+import pytest
+from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,7 +18,16 @@ from mobius_cache.server.settings import SidecarSettings
 from tests.servers import RedisServer
 
 
-async def test_server_spans_per_request(shared_redis: RedisServer) -> None:
+@pytest.fixture
+def uninstrument_after() -> Iterator[None]:
+    """Tracing patches redis-py process-wide; undo it so later tests in this worker get the lean client."""
+    yield
+    instrumentor = RedisInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+async def test_server_spans_per_request(shared_redis: RedisServer, uninstrument_after: None) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
