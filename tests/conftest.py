@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -75,3 +77,24 @@ async def cache(shared_redis: RedisServer, prefix: str, registry: CollectorRegis
     """A started ``Cache`` on the shared Redis, with its own prefix and registry."""
     async with Cache(make_config(shared_redis.url, prefix), registry=registry) as c:
         yield c
+
+
+def tiny_pool_config(url: str, pool_timeout: float) -> CacheConfig:
+    """Two connections, no pipelining, a short wait for a free one: for pool-exhaustion tests."""
+    return make_config(
+        url,
+        redis_max_connections=2,
+        redis_min_connections=0,
+        pool_timeout=pool_timeout,
+        autopipeline=False,
+        redis_socket_timeout=3.0,
+    )
+
+
+async def hold_connections(cache: Cache, n: int, seconds: float) -> list[asyncio.Future[Any]]:
+    """Occupy ``n`` pooled connections with server-side BLPOPs for ``seconds``; await the result to release."""
+    holds = [
+        asyncio.ensure_future(cache._exec("BLPOP", f"{cache.keys.prefix}never", seconds)) for _ in range(n)
+    ]
+    await asyncio.sleep(0.05)
+    return holds

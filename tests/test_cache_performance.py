@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from mobius_cache import MISS, Cache, CacheUnavailableError, PoolExhaustedError
-from tests.conftest import make_config
+from tests.conftest import hold_connections, make_config, tiny_pool_config
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.serial
@@ -107,18 +107,11 @@ async def test_envelope_overhead_is_two_bytes(cache: Cache, shared_redis: RedisS
 
 
 async def test_pool_exhaustion_under_load_fails_fast_and_recovers(redis_server: RedisServer) -> None:
-    cfg = make_config(
-        redis_server.url,
-        redis_max_connections=2,
-        redis_min_connections=0,
-        pool_timeout=0.05,
-        autopipeline=False,
-        redis_socket_timeout=3.0,
-    )
-    async with Cache(cfg, registry=CollectorRegistry()) as c:
+    async with Cache(
+        tiny_pool_config(redis_server.url, pool_timeout=0.05), registry=CollectorRegistry()
+    ) as c:
         # Hold both connections with slow server-side commands, then flood.
-        holds = [asyncio.ensure_future(c._exec("BLPOP", f"{c.keys.prefix}none", 0.4)) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        holds = await hold_connections(c, 2, 0.4)
         t0 = time.perf_counter()
         results = await asyncio.gather(*(c.set(f"other:{i}", i) for i in range(100)), return_exceptions=True)
         elapsed = time.perf_counter() - t0

@@ -19,7 +19,7 @@ from mobius_cache import (
     CircuitOpenError,
     PoolExhaustedError,
 )
-from tests.conftest import make_config
+from tests.conftest import hold_connections, make_config, tiny_pool_config
 from tests.servers import RedisServer, free_port
 
 
@@ -158,18 +158,9 @@ async def test_frozen_redis_is_bounded_by_the_socket_timeout(
 async def test_pool_exhaustion_is_a_clear_bounded_error(
     redis_server: RedisServer, registry: CollectorRegistry
 ) -> None:
-    cfg = make_config(
-        redis_server.url,
-        redis_max_connections=2,
-        redis_min_connections=0,
-        pool_timeout=0.1,
-        autopipeline=False,
-        redis_socket_timeout=3.0,
-    )
-    async with Cache(cfg, registry=registry) as c:
+    async with Cache(tiny_pool_config(redis_server.url, pool_timeout=0.1), registry=registry) as c:
         # Two slow commands hold both connections; the third waits 0.1 s, then fails clearly.
-        blockers = [asyncio.ensure_future(c._exec("BLPOP", f"{c.keys.prefix}never", 0.5)) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        blockers = await hold_connections(c, 2, 0.5)
         t0 = time.perf_counter()
         with pytest.raises(PoolExhaustedError, match="2 Redis connections"):
             await c.set("other:k", "v")
