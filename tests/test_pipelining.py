@@ -159,3 +159,13 @@ def _slots(r: Any) -> set[int]:
         if int(primary[1]) == me:
             owned.update(range(int(start), int(end) + 1))
     return owned
+
+
+async def test_set_many_with_tags_is_one_write(cache: Cache) -> None:
+    before = cache.executor.batches  # type: ignore[attr-defined]
+    items = [(f"other:tg{i}", i, 60, ["many"]) for i in range(50)]
+    assert await cache.set_many(items) == 50
+    # 50 scripts in at most 3 writes: the first goes direct, the rest as one pipeline, plus one more when Redis
+    # had not loaded the script yet (NOSCRIPT, then EVAL) — not 50 round trips.
+    assert cache.executor.batches - before <= 3  # type: ignore[attr-defined]
+    assert await cache.invalidate_tags("many") == 50

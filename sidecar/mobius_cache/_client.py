@@ -506,8 +506,8 @@ class Cache:
             errors = [r for r in replies if isinstance(r, Exception)]
             if errors:
                 raise translate(errors[0])
-        for key, fk, stored, eff, tags in tagged:
-            await self._store(key, fk, stored, eff, tags, (), "")
+        if tagged:  # issued together, so implicit pipelining sends the scripts in one write too
+            await asyncio.gather(*(self._store(k, fk, st, eff, tg, (), "") for k, fk, st, eff, tg in tagged))
         for row in rows:
             self.metrics.requests[(ks.ns_label(row[0]), "set_many", "ok")] += 1
         self.metrics.observe("set_many", time.perf_counter() - t0)
