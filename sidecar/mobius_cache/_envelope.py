@@ -166,10 +166,13 @@ def _split(stored: bytes) -> tuple[int, bytes, str | None] | None:
 def decode(stored: bytes) -> Any:
     """Decode stored bytes back into the Python value. Fast path first: JSON and text without flags."""
     head = stored[:2]
-    if head == _H_JSON:
-        return orjson.loads(stored[2:])
-    if head == _H_TEXT:
-        return stored[2:].decode("utf-8", "surrogatepass")
+    try:
+        if head == _H_JSON:
+            return orjson.loads(stored[2:])
+        if head == _H_TEXT:
+            return stored[2:].decode("utf-8", "surrogatepass")
+    except ValueError as exc:  # orjson.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SerializationError(f"stored value cannot be decoded: {exc}") from exc
     parts = _split(stored)
     if parts is None:
         return _decode_foreign(stored)
@@ -199,7 +202,7 @@ def _decode_payload(fmt: int, payload: bytes) -> Any:
             floats.frombytes(payload)
             return floats.tolist()
         return payload
-    except (ValueError, orjson.JSONDecodeError, msgpack.UnpackException) as exc:
+    except (ValueError, msgpack.UnpackException) as exc:
         raise SerializationError(f"stored value cannot be decoded: {exc}") from exc
 
 
