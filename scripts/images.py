@@ -20,7 +20,9 @@ registry to pull from, a minimal Debian 12 with python3 and python3-venv is made
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -277,16 +279,22 @@ def main(argv: list[str] | None = None) -> int:
         "command", nargs="?", default="build", choices=["build", "engine", "engine-down", "env"]
     )
     parser.add_argument("--tag", default=None, help="image tag (default: the project version)")
+    parser.add_argument("--json", action="store_true", help="print what was built as JSON on stdout")
     args = parser.parse_args(argv)
-    if args.command == "engine-down":
-        engine_down()
-        return 0
-    host = engine()
-    if args.command in ("engine", "env"):
-        print(f"export DOCKER_HOST={host}" if host else "# the default Docker socket answers")
-        return 0
-    build(host, args.tag or version())
-    if host:
+    RUN.mkdir(parents=True, exist_ok=True)
+    with (RUN.parent / "docker.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one engine start / build at a time (parallel test workers)
+        if args.command == "engine-down":
+            engine_down()
+            return 0
+        host = engine()
+        if args.command in ("engine", "env"):
+            print(f"export DOCKER_HOST={host}" if host else "# the default Docker socket answers")
+            return 0
+        built = build(host, args.tag or version())
+    if args.json:
+        print(json.dumps({"docker_host": host, **built}))
+    elif host:
         say(f"export DOCKER_HOST={host}   # to use these images with the docker CLI")
     return 0
 

@@ -1,7 +1,8 @@
-"""The operator's own Kubernetes calls: read the Redis password Secret, create-or-patch the policy ConfigMap.
+"""The operator's own Kubernetes calls, with kubernetes_asyncio.
 
-kopf watches and patches the CacheConfigs and posts Events itself; this module covers the two other objects,
-with kubernetes_asyncio. Its credentials come from the same places as kopf's login: the pod's service account
+Read the Redis password Secret, create-or-patch the policy ConfigMap, patch a CacheConfig's status from the
+re-assert loop (kopf patches it in the change handlers), and create-or-patch the release's default CacheConfig,
+owned by the operator's Deployment. Its credentials come from the same places as kopf's login: the pod's service account
 in a cluster, otherwise ``KUBECONFIG`` / ``~/.kube/config``.
 """
 
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +22,11 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["Kube", "KubeError", "SecretError"]
+__all__ = ["InvalidObjectError", "Kube", "KubeError", "SecretError"]
+
+
+log = logging.getLogger("mobius_operator")
+MERGE_PATCH = "application/merge-patch+json"  # custom objects have no strategic merge
 
 
 class SecretError(Exception):
@@ -36,6 +44,8 @@ class Kube:
         self.api = api
         self.timeout = timeout
         self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
 
     @classmethod
     async def connect(cls, *, timeout: float = 10.0) -> Kube:
@@ -134,3 +144,131 @@ class Kube:
         }
         await self.core.patch_namespaced_config_map(name, namespace, patch, _request_timeout=self.timeout)
         return "patched"
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of one custom object."""
+        body: Any = {"status": dict(status)}
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                body,
+                _request_timeout=self.timeout,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
+            )
+        except ApiException as exc:
+            raise KubeError(
+                f"cannot patch the status of {plural} {namespace}/{name}: {exc.status} {exc.reason}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(
+                f"cannot patch the status of {plural} {namespace}/{name}: {exc or type(exc).__name__}"
+            ) from exc
+
+    async def deployment_uid(self, namespace: str, name: str) -> str:
+        """The UID of a Deployment (the owner of the default CacheConfig)."""
+        try:
+            deployment = await self.apps.read_namespaced_deployment(
+                name, namespace, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            raise KubeError(f"cannot read Deployment {namespace}/{name}: {exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(
+                f"cannot read Deployment {namespace}/{name}: {exc or type(exc).__name__}"
+            ) from exc
+        return str(deployment.metadata.uid)
+
+    async def upsert_custom_object(
+        self, group: str, version: str, plural: str, body: Mapping[str, Any]
+    ) -> str:
+        """Create the object, or merge-patch its spec, labels and owners: 'created' or 'patched'.
+
+        A 422 (the API server's schema or CEL rules refused it) raises :class:`InvalidObjectError`: retrying
+        cannot help, the values must change.
+        """
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        raw: Any = dict(body)
+        try:
+            try:
+                await self.custom.create_namespaced_custom_object(
+                    group, version, namespace, plural, raw, _request_timeout=self.timeout
+                )
+                return "created"
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            patch: Any = {
+                "metadata": {
+                    "labels": meta.get("labels", {}),
+                    "ownerReferences": meta.get("ownerReferences", []),
+                },
+                "spec": body["spec"],
+            }
+            await self.custom.patch_namespaced_custom_object(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                patch,
+                _request_timeout=self.timeout,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
+            )
+            return "patched"
+        except ApiException as exc:
+            if exc.status == 422:
+                raise InvalidObjectError(
+                    f"{plural} {namespace}/{name} refused by the API server: {_message(exc)}"
+                ) from exc
+            raise KubeError(f"cannot write {plural} {namespace}/{name}: {exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(f"cannot write {plural} {namespace}/{name}: {exc or type(exc).__name__}") from exc
+
+    async def post_event(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+        """A core/v1 Event about ``obj`` (as kopf posts them; for the code that runs outside kopf's handlers).
+
+        Best effort, like kopf's: an Event that cannot be posted is logged, never raised.
+        """
+        meta = obj["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event: Any = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "mobius-operator"},
+            "reportingComponent": "mobius-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(meta["namespace"], event, _request_timeout=self.timeout)
+        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(f"cannot post Event {reason} for {meta['namespace']}/{meta['name']}: {exc}")
+
+
+class InvalidObjectError(KubeError):
+    """The API server refused an object as invalid (422): fix the values, do not retry."""
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or b"{}").get("message", exc.reason))
+    except (TypeError, ValueError):
+        return str(exc.reason)

@@ -6,12 +6,31 @@ resource's spec describes the cache. The operator never reads the cache settings
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mobius_operator.reconcile import parse_quantity
 
-__all__ = ["OperatorSettings"]
+__all__ = ["DefaultCacheConfig", "OperatorSettings"]
+
+DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class DefaultCacheConfig(BaseModel):
+    """The CacheConfig a Helm release asks its operator to create and own (``MOBIUS_OPERATOR_DEFAULT_CACHECONFIG``).
+
+    The operator owns it, not Helm: Helm cannot create a custom resource in the release that installs its CRD
+    except as a hook, and hooks survive `helm uninstall`. Owned by the operator's Deployment, it is
+    garbage-collected with the release. The spec is checked by the API server (the CRD's schema) on apply.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(max_length=253, pattern=DNS_1123_SUBDOMAIN)
+    spec: dict[str, Any]
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class OperatorSettings(BaseSettings):
@@ -40,6 +59,17 @@ class OperatorSettings(BaseSettings):
         default=10.0, gt=0, le=300, description="timeout of the operator's own API calls"
     )
 
+    default_cacheconfig: DefaultCacheConfig | None = Field(
+        default=None,
+        description="JSON {name, spec, labels}: the CacheConfig to create, owned by owner_deployment",
+    )
+    owner_deployment: str | None = Field(
+        default=None, description="the operator's own Deployment: the owner of the default CacheConfig"
+    )
+    namespace: str | None = Field(
+        default=None, description="the operator's namespace (the chart sets it from the downward API)"
+    )
+
     @field_validator("redis_memory_limit")
     @classmethod
     def _check_limit(cls, value: str | None) -> str | None:
@@ -47,6 +77,15 @@ class OperatorSettings(BaseSettings):
             parse_quantity(value)
             return value.strip()
         return None
+
+    @model_validator(mode="after")
+    def _default_needs_an_owner(self) -> OperatorSettings:
+        if self.default_cacheconfig is not None and not (self.owner_deployment and self.namespace):
+            raise ValueError(
+                "MOBIUS_OPERATOR_DEFAULT_CACHECONFIG needs MOBIUS_OPERATOR_OWNER_DEPLOYMENT and "
+                "MOBIUS_OPERATOR_NAMESPACE (its owner, so that it is garbage-collected with the release)"
+            )
+        return self
 
     @property
     def memory_limit_bytes(self) -> int | None:
