@@ -37,7 +37,7 @@ def test_maxmemory_and_policy_values_reach_redis_conf(maxmemory: str, policy: st
     }
     conf = redis_conf(values)
     assert (conf["maxmemory"], conf["maxmemory-policy"]) == (maxmemory, policy)
-    cacheconfig = one(render(values), "CacheConfig")
+    cacheconfig = helm.default_cacheconfig(render(values))
     assert (cacheconfig["spec"]["maxMemory"], cacheconfig["spec"]["evictionPolicy"]) == (maxmemory, policy)
 
 
@@ -107,7 +107,7 @@ def test_auth_password_comes_from_the_secret_only() -> None:
         for name in names:
             ref = _env(container)[name]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "mc-mobius-cache-redis", "key": "redis-password"}
-    spec = one(docs, "CacheConfig")["spec"]["redis"]
+    spec = helm.default_cacheconfig(docs)["spec"]["redis"]
     assert spec["passwordSecretRef"] == {"name": "mc-mobius-cache-redis", "key": "redis-password"}
     assert "protected-mode yes" in one(docs, "ConfigMap", "mc-mobius-cache-redis")["data"]["redis.conf"]
 
@@ -130,7 +130,7 @@ def test_auth_off_renders_no_secret_and_no_password() -> None:
     assert not helm.find(docs, "Secret")
     redis = pod_spec(one(docs, "StatefulSet"))["containers"][0]
     assert "--requirepass" not in redis["args"] and "REDIS_PASSWORD" not in _env(redis)
-    assert "passwordSecretRef" not in one(docs, "CacheConfig")["spec"]["redis"]
+    assert "passwordSecretRef" not in helm.default_cacheconfig(docs)["spec"]["redis"]
 
 
 def test_persistence_uses_a_claim_and_snapshots() -> None:
@@ -216,7 +216,7 @@ def test_external_redis_points_everything_at_it() -> None:
         }
     )
     assert not helm.find(docs, "StatefulSet") and not helm.find(docs, "NetworkPolicy")
-    assert one(docs, "CacheConfig")["spec"]["redis"] == {
+    assert helm.default_cacheconfig(docs)["spec"]["redis"] == {
         "url": url,
         "passwordSecretRef": {"name": "managed", "key": "redis-password"},
     }

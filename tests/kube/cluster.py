@@ -86,7 +86,9 @@ class Cluster:
             check=False,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+            )
         return proc
 
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -115,7 +117,9 @@ class Cluster:
             raise AssertionError(f"kubectl get {kind} {name}: {proc.stderr.strip()}")
         return dict(json.loads(proc.stdout))
 
-    def items(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
+    def items(
+        self, kind: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
         args = ["get", kind, "-o", "json"]
         args += ["-n", namespace] if namespace else ["-A"]
         if selector:
@@ -140,10 +144,15 @@ class Cluster:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "c", "cluster": {"server": self.server, "certificate-authority": str(self.pki / "ca.crt")}}
+                {
+                    "name": "c",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.pki / "ca.crt")},
+                }
             ],
             "users": [{"name": service_account, "user": {"token": token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account, "namespace": namespace}}],
+            "contexts": [
+                {"name": "sa", "context": {"cluster": "c", "user": service_account, "namespace": namespace}}
+            ],
             "current-context": "sa",
         }
         path.write_text(yaml.safe_dump(config))
@@ -151,8 +160,4 @@ class Cluster:
         return path
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.items("events", namespace)
-            if e.get("involvedObject", {}).get("name") == name
-        ]
+        return [e for e in self.items("events", namespace) if e.get("involvedObject", {}).get("name") == name]

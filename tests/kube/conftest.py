@@ -71,7 +71,11 @@ def images() -> Images:
     """Both images, built (or found up to date in the layer cache) by scripts/images.py."""
     script = ROOT / "scripts" / "images.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "build", "--json"], capture_output=True, text=True, timeout=1800, check=False
+        [sys.executable, str(script), "build", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"scripts/images.py build failed:\n{proc.stderr[-3000:]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mobius_operator.__main__ import main
+from mobius_operator.handlers import default_cacheconfig
 from mobius_operator.settings import OperatorSettings
 
 
@@ -34,3 +35,62 @@ def test_a_bad_setting_stops_the_console_script_with_a_clear_message(
     assert main(["--all-namespaces"]) == 2
     err = capsys.readouterr().err
     assert "invalid settings" in err and name.lower() in err
+
+
+DEFAULT = '{"name": "shop-cache", "spec": {"redis": {"url": "redis://r:6379/0"}}, "labels": {"team": "shop"}}'
+
+
+def test_the_default_cacheconfig_comes_as_json_with_its_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOBIUS_OPERATOR_DEFAULT_CACHECONFIG", DEFAULT)
+    monkeypatch.setenv("MOBIUS_OPERATOR_OWNER_DEPLOYMENT", "mc-mobius-cache-operator")
+    monkeypatch.setenv("MOBIUS_OPERATOR_NAMESPACE", "shop")
+    settings = OperatorSettings()
+    assert settings.default_cacheconfig is not None
+    body = default_cacheconfig(settings.default_cacheconfig, "shop", "mc-mobius-cache-operator", "uid-1")
+    assert body["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "mc-mobius-cache-operator",
+            "uid": "uid-1",
+            "blockOwnerDeletion": False,
+        }
+    ]
+    assert (body["metadata"]["name"], body["metadata"]["namespace"]) == ("shop-cache", "shop")
+    assert body["metadata"]["labels"] == {"team": "shop"}
+    assert body["spec"] == {"redis": {"url": "redis://r:6379/0"}}
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"DEFAULT_CACHECONFIG": DEFAULT}, "OWNER_DEPLOYMENT"),  # no owner: it would outlive the release
+        (
+            {"DEFAULT_CACHECONFIG": "{not json", "OWNER_DEPLOYMENT": "o", "NAMESPACE": "n"},
+            "default_cacheconfig",
+        ),
+        (
+            {
+                "DEFAULT_CACHECONFIG": '{"name": "Bad_Name", "spec": {}}',
+                "OWNER_DEPLOYMENT": "o",
+                "NAMESPACE": "n",
+            },
+            "name",
+        ),
+        (
+            {
+                "DEFAULT_CACHECONFIG": '{"name": "x", "spec": {}, "colour": 1}',
+                "OWNER_DEPLOYMENT": "o",
+                "NAMESPACE": "n",
+            },
+            "colour",
+        ),
+    ],
+)
+def test_a_bad_default_cacheconfig_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], fragment: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(f"MOBIUS_OPERATOR_{name}", value)
+    assert main(["--all-namespaces"]) == 2
+    assert fragment in capsys.readouterr().err

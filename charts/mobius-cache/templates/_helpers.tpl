@@ -282,3 +282,23 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
     medium: Memory
     sizeLimit: 16Mi
 {{- end -}}
+
+{{/* Return the release's default CacheConfig as JSON {name, spec, labels}: the operator creates it and owns it. */}}
+{{- define "mobius-cache.cacheConfig.default" -}}
+{{- $secret := include "mobius-cache.redis.secretName" . }}
+{{- $spec := dict "redis" (dict "url" (include "mobius-cache.redis.url" .)) }}
+{{- if $secret }}
+{{- $_ := set $spec.redis "passwordSecretRef" (dict "name" $secret "key" (include "mobius-cache.redis.secretKey" .)) }}
+{{- end }}
+{{- $_ := set $spec "maxMemory" (toString (default .Values.redis.maxmemory .Values.cacheConfig.maxMemory)) }}
+{{- $_ = set $spec "evictionPolicy" (default .Values.redis.maxmemoryPolicy .Values.cacheConfig.evictionPolicy) }}
+{{- $_ = set $spec "defaultTTL" (int64 .Values.cacheConfig.defaultTTL) }}
+{{- $_ = set $spec "maxTTL" (int64 .Values.cacheConfig.maxTTL) }}
+{{- $_ = set $spec "keyPrefix" .Values.cacheConfig.keyPrefix }}
+{{- with .Values.cacheConfig.strategies }}
+{{- $_ = set $spec "strategies" . }}
+{{- end }}
+{{- $labels := include "mobius-cache.labels" (dict "ctx" . "component" "cacheconfig") | fromYaml }}
+{{- $_ = set $labels "app.kubernetes.io/managed-by" "mobius-operator" }}
+{{- dict "name" (include "mobius-cache.cacheConfig.name" .) "spec" $spec "labels" $labels | toJson }}
+{{- end }}
