@@ -5,6 +5,7 @@
     scripts/cluster/cluster.py status    print the state as JSON (exit 1 when not running)
     scripts/cluster/cluster.py down      stop every process `up` started (by PID) and remove the state
     scripts/cluster/cluster.py build     only build the pinned binaries into .tools/bin
+    scripts/cluster/cluster.py monitoring-crds   apply the pinned prometheus-operator CRDs (ServiceMonitor, ...)
 
 Everything listens on 127.0.0.1 (free ports, chosen at the first `up`); the state lives in .run/cluster/ and the
 admin kubeconfig is .run/cluster/kubeconfig. `up` is idempotent: a running, healthy cluster is reused; a broken
@@ -332,10 +333,33 @@ def down() -> None:
         say("down: every process stopped, state removed")
 
 
+MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
+
+
+def monitoring_crds() -> None:
+    """The real CRDs of the monitoring objects the chart renders, from the release pinned in monitoring/go.mod."""
+    out = subprocess.run(
+        [build._go(), "mod", "download", "-json", "github.com/prometheus-operator/prometheus-operator"],
+        cwd=Path(__file__).resolve().parent / "monitoring",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    folder = Path(json.loads(out)["Dir"]) / "example" / "prometheus-operator-crd"
+    for name in MONITORING_CRDS:
+        kubectl("apply", "--server-side", "-f", str(folder / f"monitoring.coreos.com_{name}.yaml"))
+    for name in MONITORING_CRDS:
+        kubectl("wait", "--for=condition=Established", f"crd/{name}.monitoring.coreos.com", "--timeout=30s")
+    say(f"applied the monitoring.coreos.com CRDs: {', '.join(MONITORING_CRDS)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cluster.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "build"])
+    parser.add_argument("command", choices=["up", "down", "status", "build", "monitoring-crds"])
     args = parser.parse_args(argv)
+    if args.command == "monitoring-crds":
+        monitoring_crds()
+        return 0
     if args.command == "build":
         build.build(build.CONTROL_PLANE + build.NODE, log=say)
         return 0
