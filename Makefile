@@ -36,10 +36,10 @@ system-deps:
 tools: system-deps
 	@scripts/ensure-helm.sh >/dev/null
 
-# Two passes: everything in parallel on both cores, then the tests that measure time, alone.
+# Starts the real Kubernetes and the Docker Engine (building them the first time), runs the tests in two passes
+# (in parallel on both cores, then the ones that measure time, alone) and stops what it started.
 test: venv system-deps tools
-	$(BIN)/python -m pytest -n 2 -m "not serial" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
+	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/run-tests.sh
 
 test-fast: venv
 	$(BIN)/python -m pytest -x -q $(PYTEST_ARGS)

@@ -2,14 +2,14 @@
 """The project's container images, built by a real Docker Engine on this machine (`make images`).
 
     scripts/images.py build          engine up (if none answers), base image, then both images (the default)
-    scripts/images.py engine         only make sure a Docker Engine answers; print `export DOCKER_HOST=...`
+    scripts/images.py engine         only make sure a Docker Engine answers; JSON: its DOCKER_HOST, whether started
     scripts/images.py engine-down    stop the dockerd this script started (by PID)
     scripts/images.py env            print the DOCKER_HOST to use (empty when the default socket answers)
 
 The engine: a Docker daemon that already answers is used as it is. Otherwise Debian's `dockerd` (package
 docker.io, installed by scripts/ensure-system-deps.sh) is started with networking locked down
 (`--bridge=none --iptables=false --ip-forward=false --ip-masq=false`: no docker0, no NAT, no forwarding), its
-socket in .run/docker/ and its images in .tools/docker/ (kept across runs, like Go's build cache). Containers run
+socket, state and images in ~/.cache/mobius-cache/docker/ (kept across runs and clones, like Go's build cache). Containers run
 with `--network host` or `--network none` only; builds use `--network host` (pip reaches PyPI as the host does).
 
 The base: the Dockerfiles take `ARG BASE_IMAGE` (default: the public slim Python image, pinned by digest). With no
@@ -33,8 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / ".run" / "docker"
-DATA = ROOT / ".tools" / "docker"
+# One engine per machine user, shared by every checkout (a data root can serve one dockerd only): its images and
+# build cache survive a fresh clone, as Go's build cache does.
+RUN = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mobius-cache" / "docker"
+DATA = RUN / "data"
 SOCKET = RUN / "docker.sock"
 PIDFILE = RUN / "dockerd.pid"
 LOCAL_BASE = "local/debian-python:bookworm"
@@ -145,7 +147,15 @@ def engine_down() -> None:
     deadline = time.monotonic() + 30
     while _our_dockerd_pid() is not None and time.monotonic() < deadline:
         time.sleep(0.2)
+    # dockerd leaves its network-namespace (and data-root) mounts behind when it is stopped this way.
+    for mount in reversed(_mounts_under(RUN)):
+        subprocess.run(["umount", mount], check=False, capture_output=True)
     say(f"stopped dockerd (pid {pid})")
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    return [p for p in points if p == str(folder) or p.startswith(f"{folder}/")]
 
 
 def _has_image(ref: str, host: str | None) -> bool:
@@ -176,7 +186,7 @@ def make_local_base(host: str | None) -> None:
         f"no registry answers: making {LOCAL_BASE} with debootstrap (minbase Debian 12 + python3; ~2 min, once)"
     )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mobius-base-", dir=ROOT / ".tools") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mobius-base-", dir=RUN) as tmp:
         rootfs = Path(tmp) / "rootfs"
         result = subprocess.run(
             [
@@ -282,13 +292,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print what was built as JSON on stdout")
     args = parser.parse_args(argv)
     RUN.mkdir(parents=True, exist_ok=True)
-    with (RUN.parent / "docker.lock").open("w") as lock:
+    with (RUN / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one engine start / build at a time (parallel test workers)
         if args.command == "engine-down":
             engine_down()
             return 0
+        before = _our_dockerd_pid()
         host = engine()
-        if args.command in ("engine", "env"):
+        started = before is None and _our_dockerd_pid() is not None
+        if args.command == "engine":
+            print(json.dumps({"docker_host": host, "started": started}))
+            return 0
+        if args.command == "env":
             print(f"export DOCKER_HOST={host}" if host else "# the default Docker socket answers")
             return 0
         built = build(host, args.tag or version())

@@ -279,7 +279,7 @@ def up() -> dict[str, object]:
         state = load_state()
         if state and running(state):
             say(f"reusing the running cluster (kubeconfig {KUBECONFIG})")
-            return state
+            return {**state, "reused": True}
         if state:
             say("a previous cluster is broken or half-stopped: taking it down first")
             _down(state)
@@ -310,7 +310,7 @@ def up() -> dict[str, object]:
         state["server"] = f"https://127.0.0.1:{_ports(state)['apiserver']}"
         save_state(state)
         say(f"ready: export KUBECONFIG={KUBECONFIG}")
-        return state
+        return {**state, "reused": False}
 
 
 def _down(state: dict[str, object]) -> None:

@@ -139,12 +139,18 @@ def release(kube: Cluster, namespace: str) -> Iterator[str]:
     kube.helm("uninstall", RELEASE, "-n", namespace, check=False)
 
 
+PASSWORD = "kube-test-s3cret"
+
+
 def cacheconfig(name: str, namespace: str, server: RedisServer, **spec: Any) -> dict[str, Any]:
+    redis_spec: dict[str, Any] = {"url": f"redis://127.0.0.1:{server.port}/0"}
+    if "--requirepass" in server.extra_args:  # the password from a real Secret, read under the chart's RBAC
+        redis_spec["passwordSecretRef"] = {"name": "redis-a", "key": "password"}
     return {
         "apiVersion": "cache.mobius.io/v1alpha1",
         "kind": "CacheConfig",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"redis": {"url": f"redis://127.0.0.1:{server.port}/0"}, **spec},
+        "spec": {"redis": redis_spec, **spec},
     }
 
 
@@ -164,7 +170,8 @@ def reason(kube: Cluster, namespace: str, name: str) -> str | None:
 
 
 def config(server: RedisServer) -> tuple[int, str]:
-    with server.client(decode_responses=True) as c:
+    password = PASSWORD if "--requirepass" in server.extra_args else None
+    with server.client(decode_responses=True, password=password) as c:
         got = c.config_get("maxmemory*")
     return int(got["maxmemory"]), got["maxmemory-policy"]
 
@@ -175,7 +182,9 @@ def test_the_operator_reconciles_under_the_charts_rbac(
 ) -> None:
     ns = release
     images = request.getfixturevalue("images") if how == "image" else None
-    a, b = RedisServer(maxmemory="0", policy="noeviction").start(), RedisServer().start()
+    a = RedisServer(maxmemory="0", policy="noeviction", extra_args=["--requirepass", PASSWORD]).start()
+    b = RedisServer().start()
+    kube.kubectl("create", "secret", "generic", "redis-a", f"--from-literal=password={PASSWORD}", "-n", ns)
     op = start_operator(how, kube, ns, tmp_path, images)
     try:
         # The release's default CacheConfig: created by the operator, owned by the (chart's) Deployment.
@@ -213,7 +222,7 @@ def test_the_operator_reconciles_under_the_charts_rbac(
         assert config(a) == (32 * 1024 * 1024, "allkeys-lfu")
 
         # Drift: someone changes Redis behind the operator's back; the loop sets it back and says so.
-        with a.client() as c:
+        with a.client(password=PASSWORD) as c:
             c.config_set("maxmemory", "1mb")
         wait_for("drift corrected", lambda: config(a) == (32 * 1024 * 1024, "allkeys-lfu"), timeout=20)
         wait_for(
