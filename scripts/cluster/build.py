@@ -9,6 +9,7 @@ pin change incremental.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -66,7 +67,12 @@ CONTROL_PLANE = [
     _kube("kube-apiserver"),
     _kube("kube-controller-manager"),
 ]
-NODE = [_kube("kube-scheduler"), _kube("kubelet"), _kube("kube-proxy")]
+NODE = [
+    _kube("kube-scheduler"),
+    _kube("kubelet"),
+    _kube("kube-proxy"),
+    Program("coredns", "coredns", "github.com/coredns/coredns"),
+]
 PROGRAMS = {p.name: p for p in CONTROL_PLANE + NODE}
 
 
@@ -167,6 +173,18 @@ def build(programs: list[Program], log: object = print) -> list[str]:
             built.append(member.name)
         log(f"build: {names} done in {time.monotonic() - started:.0f} s")
     return built
+
+
+def kube_source() -> Path:
+    """The pinned k8s.io/kubernetes module's source (for build/pause/linux/pause.c)."""
+    out = subprocess.run(
+        [_go(), "mod", "download", "-json", "k8s.io/kubernetes"],
+        cwd=HERE / "kube",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Path(json.loads(out)["Dir"])
 
 
 def main(argv: list[str]) -> int:

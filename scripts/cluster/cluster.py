@@ -2,13 +2,15 @@
 """The project's real Kubernetes, on this machine: every component built from source at one pinned release.
 
     scripts/cluster/cluster.py up        start (or reuse) etcd + kube-apiserver + kube-controller-manager
+    scripts/cluster/cluster.py up --node ... and one node: containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS
     scripts/cluster/cluster.py status    print the state as JSON (exit 1 when not running)
     scripts/cluster/cluster.py down      stop every process `up` started (by PID) and remove the state
     scripts/cluster/cluster.py build     only build the pinned binaries into .tools/bin
     scripts/cluster/cluster.py monitoring-crds   apply the pinned prometheus-operator CRDs (ServiceMonitor, ...)
 
-Everything listens on 127.0.0.1 (free ports, chosen at the first `up`); the state lives in .run/cluster/ and the
-admin kubeconfig is .run/cluster/kubeconfig. `up` is idempotent: a running, healthy cluster is reused; a broken
+The control plane listens on 127.0.0.1 (free ports, chosen at the first `up`); the state lives in .run/cluster/
+(or $MOBIUS_CLUSTER_DIR) and the admin kubeconfig is .run/cluster/kubeconfig. The node (root only) puts pods
+on a bridge inside this machine, fenced by firewall rules (network.py); the kubelet listens on the bridge. `up` is idempotent: a running, healthy cluster is reused; a broken
 one is taken down and started afresh. Each step is a named phase that logs what it does; a failure names the
 phase and the log file to read. `make cluster` / `make cluster-down` call this script, and so does the tests'
 session fixture (tests/kube/conftest.py): nothing else knows how Kubernetes is built or started.
@@ -31,8 +33,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import build
+import network
+import node
 import pki
 import procs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import images  # scripts/images.py: the Docker Engine
 
 ROOT = build.ROOT
 BIN = build.BIN
@@ -46,6 +53,7 @@ KUBECONFIG = STATE_DIR / "kubeconfig"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
+NODE = ("apiserver-forwarder", "kube-scheduler", "containerd", "kubelet", "kube-proxy")
 
 
 def say(message: str) -> None:
@@ -106,9 +114,8 @@ def apiserver_ready(state: dict[str, object]) -> bool:
 def running(state: dict[str, object]) -> bool:
     """Every control-plane process we started is alive and the API server answers /readyz."""
     pids = _pids(state)
-    if not all(
-        name in pids and procs.is_ours(int(pids[name][0]), str(pids[name][1])) for name in CONTROL_PLANE
-    ):  # type: ignore[call-overload]
+    wanted = CONTROL_PLANE + (NODE if state.get("node") else ())
+    if not all(name in pids and procs.is_ours(int(pids[name][0]), str(pids[name][1])) for name in wanted):  # type: ignore[call-overload]
         return False
     return apiserver_ready(state)
 
@@ -116,7 +123,7 @@ def running(state: dict[str, object]) -> bool:
 # -- phases of the control plane -----------------------------------------------------------------------------
 
 
-def make_pki(ports: dict[str, int]) -> None:
+def make_pki(ports: dict[str, int], with_node: bool) -> None:
     pki.ensure_ca(PKI)
     pki.ensure_service_account_keys(PKI)
     pki.issue(
@@ -127,6 +134,7 @@ def make_pki(ports: dict[str, int]) -> None:
         sans=(
             "IP:127.0.0.1",
             "IP:10.96.0.1",
+            f"IP:{network.NODE_IP}",
             "DNS:localhost",
             "DNS:kubernetes",
             "DNS:kubernetes.default",
@@ -144,6 +152,24 @@ def make_pki(ports: dict[str, int]) -> None:
         client=True,
     )
     server = f"https://127.0.0.1:{ports['apiserver']}"
+    if with_node:
+        node_identities = {
+            "kubelet": (f"system:node:{node.NODE_NAME}", ("system:nodes",)),
+            "kube-scheduler": ("system:kube-scheduler", ()),
+            "kube-proxy": ("system:kube-proxy", ()),
+        }
+        for name, (cn, orgs) in node_identities.items():
+            crt, key = pki.issue(PKI, name, cn, orgs=orgs, client=True)
+            pki.write_kubeconfig(
+                STATE_DIR / f"{name}.kubeconfig", server=server, ca=PKI / "ca.crt", user=cn, cert=crt, key=key
+            )
+        pki.issue(
+            PKI,
+            "kubelet-serving",
+            node.NODE_NAME,
+            server=True,
+            sans=(f"IP:{network.NODE_IP}", f"DNS:{node.NODE_NAME}"),
+        )
     pki.write_kubeconfig(
         KUBECONFIG,
         server=server,
@@ -194,7 +220,8 @@ def start_apiserver(state: dict[str, object]) -> None:
         exe,
         f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
         "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        # With a node, pods reach the API server at 10.96.0.1 -> this address (a forwarder on the bridge).
+        f"--advertise-address={network.NODE_IP if state.get('node') else '127.0.0.1'}",
         f"--secure-port={ports['apiserver']}",
         f"--cert-dir={PKI}",
         f"--tls-cert-file={PKI / 'apiserver.crt'}",
@@ -241,6 +268,7 @@ def start_controller_manager(state: dict[str, object]) -> None:
         "--use-service-account-credentials=true",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--controllers=*",
+        "--allocate-node-cidrs=false",  # the CNI config holds the node's pod subnet
         "--leader-elect=false",
         "--v=1",
     ]
@@ -253,10 +281,13 @@ def start_controller_manager(state: dict[str, object]) -> None:
     )
 
 
-def kubectl(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("kubectl", path=f"{BIN}:{os.environ.get('PATH', '')}") or "kubectl"
     return subprocess.run(
         [exe, f"--kubeconfig={KUBECONFIG}", *args],
+        input=input,
         check=check,
         capture_output=True,
         text=True,
@@ -274,17 +305,23 @@ def wait_service_accounts() -> None:
     )
 
 
-def up() -> dict[str, object]:
+def up(with_node: bool = False) -> dict[str, object]:
     with locked():
         state = load_state()
+        if state and with_node and not state.get("node") and running(state):
+            say("the running cluster has no node: taking it down to start one with a node")
+            _down(state)
+            state = {}
         if state and running(state):
             say(f"reusing the running cluster (kubeconfig {KUBECONFIG})")
             return {**state, "reused": True}
         if state:
             say("a previous cluster is broken or half-stopped: taking it down first")
             _down(state)
+        if with_node and os.geteuid() != 0:
+            raise SystemExit("[cluster] a node needs root (network namespaces, mounts, iptables, cgroups)")
         with phase("build the pinned binaries"):
-            build.build(build.CONTROL_PLANE, log=say)
+            build.build(build.CONTROL_PLANE + (build.NODE if with_node else []), log=say)
         state = {
             "ports": {
                 "etcd": procs.free_port(),
@@ -295,10 +332,18 @@ def up() -> dict[str, object]:
             "pids": {},
             "kubeconfig": str(KUBECONFIG),
             "version": build.KUBE_VERSION,
+            "node": with_node,
         }
         save_state(state)
         with phase("certificates and kubeconfigs"):
-            make_pki(_ports(state))
+            make_pki(_ports(state), with_node)
+        if with_node:
+            with phase("node network: bridge, firewall, sysctls"):
+                network.firewall_up()  # before forwarding is switched on
+                network.bridge_up()
+                state["sysctls"] = network.sysctls_set()
+                state["netns_before"] = sorted(node.netns_names())
+                save_state(state)
         with phase("etcd"):
             start_etcd(state)
         with phase("kube-apiserver"):
@@ -307,6 +352,8 @@ def up() -> dict[str, object]:
             start_controller_manager(state)
         with phase("ServiceAccounts"):
             wait_service_accounts()
+        if with_node:
+            start_node(state)
         state["server"] = f"https://127.0.0.1:{_ports(state)['apiserver']}"
         save_state(state)
         say(f"ready: export KUBECONFIG={KUBECONFIG}")
@@ -314,6 +361,8 @@ def up() -> dict[str, object]:
 
 
 def _down(state: dict[str, object]) -> None:
+    if state.get("node"):
+        stop_node(state)
     # Stop in reverse start order, so nothing writes to an etcd that is gone.
     pids = _pids(state)
     for name in reversed(list(pids)):
@@ -331,6 +380,110 @@ def down() -> None:
             return
         _down(state)
         say("down: every process stopped, state removed")
+
+
+# -- the node -------------------------------------------------------------------------------------------------
+def _spawn(state: dict[str, object], name: str, argv: list[str]) -> Path:
+    log = LOGS / f"{name}.log"
+    state.setdefault("pids", {})[name] = [procs.spawn(argv, log), argv[0]]  # type: ignore[index]
+    save_state(state)
+    return log
+
+
+def start_node(state: dict[str, object]) -> None:
+    ports = _ports(state)
+    for name in ("kubelet", "kubelet_healthz", "scheduler", "proxy_healthz", "proxy_metrics"):
+        ports[name] = procs.free_port()
+    state["ports"] = ports
+    with phase("API server forwarder on the bridge (pods -> 10.96.0.1 -> the API server)"):
+        socat = shutil.which("socat") or "socat"
+        argv = [
+            socat,
+            f"TCP-LISTEN:{ports['apiserver']},bind={network.NODE_IP},fork,reuseaddr",
+            f"TCP:127.0.0.1:{ports['apiserver']}",
+        ]
+        _spawn(state, "apiserver-forwarder", argv)
+    with phase("kube-scheduler"):
+        kubeconfig = STATE_DIR / "kube-scheduler.kubeconfig"
+        log = _spawn(state, "kube-scheduler", [
+            str(BIN / "kube-scheduler"), f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}", "--bind-address=127.0.0.1",
+            f"--secure-port={ports['scheduler']}", "--leader-elect=false", "--v=1",
+        ])  # fmt: skip
+        url = f"https://127.0.0.1:{ports['scheduler']}/healthz"
+        procs.wait_until("kube-scheduler /healthz", lambda: procs.https_get_insecure(url) == 200, 60, log)
+    with phase("containerd (Debian's, a separate instance) with runc and the CNI plugins"):
+        network.cni_config(STATE_DIR / "cni" / "net.d")
+        log = LOGS / "containerd.log"
+        state.setdefault("pids", {})["containerd"] = [
+            node.start_containerd(STATE_DIR, log),
+            shutil.which("containerd"),
+        ]  # type: ignore[index]
+        save_state(state)
+    with phase("node images (pause from source, CoreDNS, Redis, exporter, the project's) into containerd"):
+        load_node_images()
+    with phase("kubelet"):
+        config = node.kubelet_config(STATE_DIR, PKI, ports["kubelet"], ports["kubelet_healthz"])
+        log = _spawn(state, "kubelet", [
+            str(BIN / "kubelet"), f"--config={config}", f"--kubeconfig={STATE_DIR / 'kubelet.kubeconfig'}",
+            f"--root-dir={STATE_DIR / 'kubelet'}", f"--cert-dir={STATE_DIR / 'kubelet-certs'}",
+            f"--hostname-override={node.NODE_NAME}", f"--node-ip={network.NODE_IP}", "--v=1",
+        ])  # fmt: skip
+        node.wait_node_ready(kubectl, log)
+    with phase("kube-proxy (iptables mode)"):
+        config = node.kube_proxy_config(
+            STATE_DIR, STATE_DIR / "kube-proxy.kubeconfig", ports["proxy_healthz"], ports["proxy_metrics"]
+        )
+        log = _spawn(state, "kube-proxy", [str(BIN / "kube-proxy"), f"--config={config}", "--v=1"])
+        url = f"http://127.0.0.1:{ports['proxy_healthz']}/healthz"
+        procs.wait_until("kube-proxy /healthz", lambda: procs.http_get(url) == 200, 60, log)
+    with phase("CoreDNS (cluster names only, no upstream)"):
+        kubectl("apply", "-f", "-", input=node.coredns_manifest())
+        kubectl("rollout", "status", "-n", "kube-system", "deployment/coredns", "--timeout=120s", timeout=150)
+    save_state(state)
+
+
+def load_node_images() -> None:
+    """Everything the node runs, from the local Docker Engine only (scripts/images.py starts one if needed)."""
+    host = images.engine()
+    base = images.base_image(host)
+    refs = [
+        node.pause_image(host, build.kube_source()),
+        node.coredns_image(host, BIN / "coredns"),
+        *node.chart_images(host, base),
+    ]
+    tag = images.version()
+    for name in images.IMAGES:
+        if images._has_image(f"{name}:{tag}", host):
+            refs.append(f"{name}:{tag}")
+    node.load_images(STATE_DIR, host, refs)
+
+
+def stop_node(state: dict[str, object]) -> None:
+    """Everything the node made: containers, processes, mounts, network namespaces, rules, bridge, sysctls."""
+    pids = _pids(state)
+    for name in ("kube-proxy", "kubelet", "kube-scheduler"):
+        if name in pids and procs.stop(int(pids[name][0]), str(pids[name][1])):  # type: ignore[call-overload]
+            say(f"stopped {name}")
+    node.kill_containers(STATE_DIR)
+    if "containerd" in pids and procs.stop(int(pids["containerd"][0]), str(pids["containerd"][1])):  # type: ignore[call-overload]
+        say("stopped containerd")
+    node.kill_shims(STATE_DIR)
+    if "apiserver-forwarder" in pids:
+        procs.stop(int(pids["apiserver-forwarder"][0]), str(pids["apiserver-forwarder"][1]))  # type: ignore[call-overload]
+    for name in NODE:
+        pids.pop(name, None)
+    state["pids"] = pids
+    proxy = BIN / "kube-proxy"
+    if proxy.exists():  # kube-proxy's own cleanup of its KUBE-* chains
+        subprocess.run([str(proxy), "--cleanup"], capture_output=True, check=False)
+    node.unmount_under(STATE_DIR)
+    node.remove_netns(node.netns_names() - set(state.get("netns_before", [])))  # type: ignore[arg-type]
+    network.bridge_down()
+    network.sysctls_restore(dict(state.get("sysctls", {})))  # type: ignore[arg-type]
+    network.firewall_down()
+    node.remove_cgroups()
+    say("node down: containers, mounts, network namespaces, bridge, rules and sysctls removed")
 
 
 MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
@@ -356,6 +509,7 @@ def monitoring_crds() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cluster.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "build", "monitoring-crds"])
+    parser.add_argument("--node", action="store_true", help="with `up`: also run one node (root only)")
     args = parser.parse_args(argv)
     if args.command == "monitoring-crds":
         monitoring_crds()
@@ -367,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         down()
         return 0
     if args.command == "up":
-        state = up()
+        state = up(with_node=args.node)
         print(json.dumps(state, indent=2))
         return 0
     state = load_state()
