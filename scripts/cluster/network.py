@@ -71,6 +71,25 @@ def firewall_down() -> None:
         pass
     run("iptables", "-t", "mangle", "-F", CHAIN, check=False)
     run("iptables", "-t", "mangle", "-X", CHAIN, check=False)
+    remove_kubelet_chains()
+
+
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
+
+
+def remove_kubelet_chains() -> None:
+    """The chains the kubelet makes (canaries, its loopback guard); kube-proxy --cleanup removes its own."""
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            listing = run(tool, "-t", table, "-S", check=False).stdout.splitlines()
+            for line in listing:
+                parts = line.split()
+                if parts[:1] == ["-A"] and parts[-2:-1] == ["-j"] and parts[-1] in KUBELET_CHAINS:
+                    run(tool, "-t", table, "-D", *parts[1:], check=False)
+            for chain in KUBELET_CHAINS:
+                if f"-N {chain}" in listing:
+                    run(tool, "-t", table, "-F", chain, check=False)
+                    run(tool, "-t", table, "-X", chain, check=False)
 
 
 def bridge_up() -> None:

@@ -55,6 +55,8 @@ state = "{d / "state"}"
   sandbox_image = "{KUBE_PAUSE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # Some sandboxes (this machine's VM among them) refuse a lower oom_score_adj even to root: clamp instead.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
