@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from mobius_operator import redis_admin
+from mobius_operator import redis_admin, webhook
 from mobius_operator.kube import Kube, KubeError, SecretError
 from mobius_operator.reconcile import (
     Applied,
@@ -36,7 +36,7 @@ from mobius_operator.reconcile import (
     policy_configmap,
     status_patch,
 )
-from mobius_operator.settings import OperatorSettings
+from mobius_operator.settings import InjectorSettings, OperatorSettings
 
 __all__ = ["GROUP", "PLURAL", "VERSION", "register"]
 
@@ -189,12 +189,20 @@ def outcome_ready(outcome: Outcome) -> tuple[str, str]:
 
 
 def register(
-    registry: kopf.OperatorRegistry | None = None, options: OperatorSettings | None = None
+    registry: kopf.OperatorRegistry | None = None,
+    options: OperatorSettings | None = None,
+    injector: InjectorSettings | None = None,
 ) -> kopf.OperatorRegistry:
-    """Attach the operator's handlers to ``registry`` (a fresh one by default) and return it."""
+    """Attach the operator's handlers to ``registry`` (a fresh one by default) and return it.
+
+    The sidecar injector (``webhook.py``) is attached when ``injector.enabled`` (``MOBIUS_INJECTOR_ENABLED``).
+    """
     registry = registry if registry is not None else kopf.OperatorRegistry()
     options = options if options is not None else OperatorSettings()
+    injector = injector if injector is not None else InjectorSettings()
     reconciler = Reconciler(options)
+    if injector.enabled:
+        webhook.register(registry, injector)
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -1,7 +1,8 @@
-"""The operator's own Kubernetes calls: read the Redis password Secret, create-or-patch the policy ConfigMap.
+"""The operator's own Kubernetes calls: read the Redis password Secret, create-or-patch the policy ConfigMap, and
+for the sidecar injector read one CacheConfig and post an Event about a pod.
 
-kopf watches and patches the CacheConfigs and posts Events itself; this module covers the two other objects,
-with kubernetes_asyncio. Its credentials come from the same places as kopf's login: the pod's service account
+kopf watches and patches the CacheConfigs and posts Events on them itself; this module covers the other calls,
+with kubernetes_asyncio (kopf's event poster is not reachable from admission handlers). Its credentials come from the same places as kopf's login: the pod's service account
 in a cluster, otherwise ``KUBECONFIG`` / ``~/.kube/config``.
 """
 
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import os
+import socket
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ class Kube:
         self.api = api
         self.timeout = timeout
         self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
 
     @classmethod
     async def connect(cls, *, timeout: float = 10.0) -> Kube:
@@ -134,3 +139,44 @@ class Kube:
         }
         await self.core.patch_namespaced_config_map(name, namespace, patch, _request_timeout=self.timeout)
         return "patched"
+
+    async def read_cacheconfig(self, namespace: str, name: str, *, timeout: float) -> dict[str, Any] | None:
+        """The ``spec`` of CacheConfig ``namespace/name``, ``None`` when it does not exist; else KubeError."""
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                "cache.mobius.io", "v1alpha1", namespace, "cacheconfigs", name, _request_timeout=timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"{exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(str(exc) or type(exc).__name__) from exc
+        spec = obj.get("spec") if isinstance(obj, Mapping) else None
+        return dict(spec) if isinstance(spec, Mapping) else {}
+
+    async def post_event(self, target: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on ``target`` (apiVersion, kind, name, namespace, uid); errors -> KubeError."""
+        namespace = str(target["namespace"])
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{target['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {k: v for k, v in target.items() if v},
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "mobius-operator"},
+            "reportingComponent": "mobius-operator",
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(namespace, body, _request_timeout=self.timeout)
+        except ApiException as exc:
+            raise KubeError(f"cannot post an Event in {namespace}: {exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(f"cannot post an Event in {namespace}: {exc or type(exc).__name__}") from exc
