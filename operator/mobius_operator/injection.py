@@ -29,7 +29,7 @@ from typing import Any
 
 import jsonpatch
 
-from mobius_operator.reconcile import POLICY_KEY, InvalidSpec, parse_target
+from mobius_operator.reconcile import POLICY_KEY, InvalidSpec, parse_quantity, parse_target
 
 __all__ = [
     "CONFIG",
@@ -76,22 +76,8 @@ LOWEST_PORT = 1024  # the sidecar runs without capabilities: it cannot bind a pr
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _CPU_RE = re.compile(r"^(?:(?P<milli>[0-9]+)m|(?P<cores>[0-9]+(?:\.[0-9]{1,3})?))$")
-_MEMORY_RE = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_MEMORY_UNITS = {
-    None: 1,
-    "k": 1000,
-    "M": 1000**2,
-    "G": 1000**3,
-    "T": 1000**4,
-    "P": 1000**5,
-    "E": 1000**6,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-    "Ei": 1024**6,
-}
+# Kubernetes quantities only (the API server refuses Redis sizes such as "1gb" that parse_quantity also reads).
+_MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _PROBE = (
     "import sys,urllib.request; "
     "sys.exit(urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2).status != 200)"
@@ -233,7 +219,10 @@ def config_name(pod: Mapping[str, Any]) -> str | None:
     """The CacheConfig the pod names, when the handler should read it (a valid name on a pod asking for injection)."""
     annotations = _annotations(pod)
     name = annotations.get(CONFIG)
-    if annotations.get(INJECT) is None or not isinstance(name, str) or _name_problem(name):
+    inject = annotations.get(INJECT)
+    if inject is None or str(inject).strip().lower() == "false":
+        return None
+    if not isinstance(name, str) or _name_problem(name):
         return None
     return name
 
@@ -551,10 +540,8 @@ def _millicores(value: object) -> int | None:
 
 
 def _bytes(value: object) -> int | None:
-    match = _MEMORY_RE.match(str(value).strip())
-    if not match:
-        return None
-    return int(float(match["number"]) * _MEMORY_UNITS[match["unit"]])
+    text = str(value).strip()
+    return parse_quantity(text) if _MEMORY_RE.match(text) else None
 
 
 def _resources(base: Mapping[str, Any], *, cpu: str | None, memory: str | None) -> dict[str, Any]:

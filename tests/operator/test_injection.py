@@ -464,6 +464,7 @@ def test_config_name_is_read_only_when_it_is_worth_a_lookup() -> None:
     assert config_name(pod({INJECT: "true", CONFIG: "search"})) == "search"
     assert config_name(pod({INJECT: "true"})) is None
     assert config_name(pod({CONFIG: "search"})) is None  # no injection asked for
+    assert config_name(pod({INJECT: "false", CONFIG: "search"})) is None
     assert config_name(pod({INJECT: "true", CONFIG: "Bad Name"})) is None
 
 
