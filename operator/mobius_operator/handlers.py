@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import kopf
 
-from mobius_operator import redis_admin
+from mobius_operator import redis_admin, webhook
 from mobius_operator.kube import InvalidObjectError, Kube, KubeError, SecretError
 from mobius_operator.reconcile import (
     Applied,
@@ -44,7 +44,7 @@ from mobius_operator.reconcile import (
     policy_configmap,
     status_patch,
 )
-from mobius_operator.settings import DefaultCacheConfig, OperatorSettings
+from mobius_operator.settings import DefaultCacheConfig, InjectorSettings, OperatorSettings
 
 __all__ = ["GROUP", "PLURAL", "VERSION", "register"]
 
@@ -199,12 +199,20 @@ def outcome_ready(outcome: Outcome) -> tuple[str, str]:
 
 
 def register(
-    registry: kopf.OperatorRegistry | None = None, options: OperatorSettings | None = None
+    registry: kopf.OperatorRegistry | None = None,
+    options: OperatorSettings | None = None,
+    injector: InjectorSettings | None = None,
 ) -> kopf.OperatorRegistry:
-    """Attach the operator's handlers to ``registry`` (a fresh one by default) and return it."""
+    """Attach the operator's handlers to ``registry`` (a fresh one by default) and return it.
+
+    The sidecar injector (``webhook.py``) is attached when ``injector.enabled`` (``MOBIUS_INJECTOR_ENABLED``).
+    """
     registry = registry if registry is not None else kopf.OperatorRegistry()
     options = options if options is not None else OperatorSettings()
+    injector = injector if injector is not None else InjectorSettings()
     reconciler = Reconciler(options)
+    if injector.enabled:
+        webhook.register(registry, injector)
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -292,7 +300,17 @@ async def reassert_forever(
             try:
 
                 async def emit(type: str, reason: str, message: str) -> None:
-                    await api.post_event(raw, type=type, reason=reason, message=message)
+                    target = {
+                        "apiVersion": raw.get("apiVersion"),
+                        "kind": raw.get("kind"),
+                        "name": body.meta.name,
+                        "namespace": body.meta.namespace,
+                        "uid": body.meta.uid,
+                    }
+                    try:  # best effort, like kopf's own Events
+                        await api.post_event(target, type_=type, reason=reason, message=message)
+                    except KubeError as exc:
+                        log.warning(f"cannot post Event {reason} for CacheConfig {name}: {exc}")
 
                 await reconciler.run(
                     body=body, api=api, claims=_all(claims), patch=patch, logger=logger, timer=True, emit=emit

@@ -1,9 +1,10 @@
 """The operator's own Kubernetes calls, with kubernetes_asyncio.
 
-Read the Redis password Secret, create-or-patch the policy ConfigMap, patch a CacheConfig's status from the
-re-assert loop (kopf patches it in the change handlers), and create-or-patch the release's default CacheConfig,
-owned by the operator's Deployment. Its credentials come from the same places as kopf's login: the pod's service account
-in a cluster, otherwise ``KUBECONFIG`` / ``~/.kube/config``.
+Read the Redis password Secret; create-or-patch the policy ConfigMap; patch a CacheConfig's status from the
+re-assert loop (kopf patches it in the change handlers); create-or-patch the release's default CacheConfig, owned
+by the operator's Deployment; and, for the sidecar injector, read one CacheConfig and post Events. Credentials
+come from the same places as kopf's login: the pod's service account in a cluster, otherwise ``KUBECONFIG`` /
+``~/.kube/config``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import base64
 import binascii
 import datetime
 import json
-import logging
 import os
+import socket
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 __all__ = ["InvalidObjectError", "Kube", "KubeError", "SecretError"]
 
 
-log = logging.getLogger("mobius_operator")
 MERGE_PATCH = "application/merge-patch+json"  # custom objects have no strategic merge
 
 
@@ -145,6 +146,47 @@ class Kube:
         await self.core.patch_namespaced_config_map(name, namespace, patch, _request_timeout=self.timeout)
         return "patched"
 
+    async def read_cacheconfig(self, namespace: str, name: str, *, timeout: float) -> dict[str, Any] | None:
+        """The ``spec`` of CacheConfig ``namespace/name``, ``None`` when it does not exist; else KubeError."""
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                "cache.mobius.io", "v1alpha1", namespace, "cacheconfigs", name, _request_timeout=timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"{exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(str(exc) or type(exc).__name__) from exc
+        spec = obj.get("spec") if isinstance(obj, Mapping) else None
+        return dict(spec) if isinstance(spec, Mapping) else {}
+
+    async def post_event(self, target: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on ``target`` (apiVersion, kind, name, namespace, uid); errors -> KubeError."""
+        namespace = str(target["namespace"])
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{target['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {k: v for k, v in target.items() if v},
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "mobius-operator"},
+            "reportingComponent": "mobius-operator",
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(namespace, body, _request_timeout=self.timeout)
+        except ApiException as exc:
+            raise KubeError(f"cannot post an Event in {namespace}: {exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(f"cannot post an Event in {namespace}: {exc or type(exc).__name__}") from exc
+
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
@@ -230,37 +272,6 @@ class Kube:
             raise KubeError(f"cannot write {plural} {namespace}/{name}: {exc.status} {exc.reason}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeError(f"cannot write {plural} {namespace}/{name}: {exc or type(exc).__name__}") from exc
-
-    async def post_event(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
-        """A core/v1 Event about ``obj`` (as kopf posts them; for the code that runs outside kopf's handlers).
-
-        Best effort, like kopf's: an Event that cannot be posted is logged, never raised.
-        """
-        meta = obj["metadata"]
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event: Any = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"),
-                "kind": obj.get("kind"),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "type": type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": "mobius-operator"},
-            "reportingComponent": "mobius-operator",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            await self.core.create_namespaced_event(meta["namespace"], event, _request_timeout=self.timeout)
-        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning(f"cannot post Event {reason} for {meta['namespace']}/{meta['name']}: {exc}")
 
 
 class InvalidObjectError(KubeError):

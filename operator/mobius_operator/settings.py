@@ -1,4 +1,5 @@
-"""The operator's own settings, from the environment (``MOBIUS_OPERATOR_*``).
+"""The operator's own settings, from the environment (``MOBIUS_OPERATOR_*``, and ``MOBIUS_INJECTOR_*`` for the
+sidecar injector).
 
 Separate from :class:`mobius_cache.CacheConfig` on purpose: these tune the operator, while a ``CacheConfig``
 resource's spec describes the cache. The operator never reads the cache settings from its own environment.
@@ -6,14 +7,16 @@ resource's spec describes the cache. The operator never reads the cache settings
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mobius_operator.injection import RedisSource, SidecarTemplate
 from mobius_operator.reconcile import parse_quantity
 
-__all__ = ["DefaultCacheConfig", "OperatorSettings"]
+__all__ = ["DefaultCacheConfig", "InjectorSettings", "OperatorSettings"]
 
 DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -90,3 +93,81 @@ class OperatorSettings(BaseSettings):
     @property
     def memory_limit_bytes(self) -> int | None:
         return parse_quantity(self.redis_memory_limit) if self.redis_memory_limit else None
+
+
+class InjectorSettings(BaseSettings):
+    """The sidecar injector's settings (``MOBIUS_INJECTOR_*``), set by the chart from its values.
+
+    Off by default: an operator run outside the chart serves no webhook. When on, everything a sidecar needs must
+    be given (image, Redis URL, the webhook's TLS files); a missing piece stops the operator with a message.
+    JSON values (resources, security context) are the chart's own YAML values rendered as JSON.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MOBIUS_INJECTOR_", extra="ignore", frozen=True)
+
+    enabled: bool = Field(default=False, description="serve the mutating admission webhook")
+    listen_host: str = Field(default="127.0.0.1", min_length=1, description="address of the webhook server")
+    listen_port: int = Field(default=9443, ge=1, le=65535, description="port of the webhook server (HTTPS)")
+    cert_file: Path | None = Field(default=None, description="the webhook server's certificate (PEM)")
+    key_file: Path | None = Field(default=None, description="its private key (PEM)")
+    cert_check_interval: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds between checks for a renewed certificate"
+    )
+    failure_policy: Literal["Ignore", "Fail"] = Field(
+        default="Ignore",
+        description="the webhook's failurePolicy: with Fail a pod with bad annotations is denied, "
+        "with Ignore it is admitted without the sidecar and a warning",
+    )
+    image: str = Field(default="", description="the sidecar image")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    port: int = Field(default=8787, ge=1024, le=65535, description="the sidecar's loopback API port")
+    metrics_port: int = Field(default=9787, ge=0, le=65535, description="its metrics port; 0 = none")
+    resources: dict[str, dict[str, str | int | float]] = Field(
+        default_factory=dict, description="container resources (JSON)"
+    )
+    security_context: dict[str, Any] = Field(
+        default_factory=dict, description="container security context (JSON)"
+    )
+    client_label: str = Field(default="", description="label (set to 'true') the Redis NetworkPolicy admits")
+    redis_url: str = Field(default="", description="Redis of pods that name no CacheConfig")
+    redis_secret_name: str = Field(default="", description="Secret with that Redis's password ('' = none)")
+    redis_secret_key: str = Field(default="password", min_length=1, description="key of the password")
+    default_config: str = Field(
+        default="", description="CacheConfig whose <name>-policy ConfigMap pods that name none mount"
+    )
+    lookup_timeout: float = Field(
+        default=2.0, gt=0, le=30, description="timeout of the CacheConfig read during an admission"
+    )
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> InjectorSettings:
+        if self.enabled:
+            missing = [
+                f"MOBIUS_INJECTOR_{name.upper()}"
+                for name in ("image", "redis_url", "cert_file", "key_file")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"the injector is enabled but these are not set: {', '.join(missing)}")
+            if self.metrics_port == self.port:
+                raise ValueError("MOBIUS_INJECTOR_METRICS_PORT must differ from MOBIUS_INJECTOR_PORT")
+        return self
+
+    def template(self) -> SidecarTemplate:
+        """What every injected sidecar gets (``injection.SidecarTemplate``)."""
+        return SidecarTemplate(
+            image=self.image,
+            image_pull_policy=self.image_pull_policy,
+            redis=RedisSource(
+                url=self.redis_url,
+                secret_name=self.redis_secret_name or None,
+                secret_key=self.redis_secret_key,
+            ),
+            port=self.port,
+            metrics_port=self.metrics_port or None,
+            resources=self.resources,
+            security_context=self.security_context,
+            client_label=self.client_label or None,
+            default_config=self.default_config or None,
+            deny_invalid=self.failure_policy == "Fail",
+        )

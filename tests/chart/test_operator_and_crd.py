@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.chart import helm
+from tests.chart.admitted import admitted, sidecar_of
 from tests.chart.helm import find, one, pod_spec, render
 
 CRD_SOURCE = helm.ROOT / "operator" / "mobius_operator" / "crds" / "cacheconfig.yaml"
@@ -71,9 +72,14 @@ def test_operator_deployment_is_single_and_recreated() -> None:
     container = spec["containers"][0]
     assert container["command"] == ["mobius-operator"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080},
+        {"name": "webhook", "containerPort": 9443},  # the sidecar injector (tests/chart/test_injector.py)
+    ]
     limit = {"name": "MOBIUS_OPERATOR_REDIS_MEMORY_LIMIT", "value": "1536Mi"}
     assert limit in container["env"], "the operator refuses a maxMemory above the Redis limit"
+    others = {e["name"] for e in container["env"]}
+    assert any(name.startswith("MOBIUS_INJECTOR_") for name in others)
 
 
 def test_crd_equals_the_operator_file() -> None:
@@ -207,12 +213,14 @@ def test_labels_and_selectors_match(values: dict[str, Any]) -> None:
     assert one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= redis_labels.items()
 
 
-def test_the_example_app_carries_the_sidecar_contract() -> None:
-    docs = render({"example.enabled": True})
-    example = one(docs, "Deployment", "mc-mobius-cache-example")
-    spec = pod_spec(example)
-    assert example["spec"]["template"]["metadata"]["labels"]["mc-mobius-cache-client"] == "true"
-    sidecar = next(c for c in spec["containers"] if c["name"] == "mobius-sidecar")
+@pytest.mark.parametrize("injector", [True, False])
+def test_the_example_app_carries_the_sidecar_contract(injector: bool) -> None:
+    """Injected (one annotation) or carried by the pod itself (injector off): the same contract."""
+    docs = render({"example.enabled": True, "injector.enabled": injector})
+    pod = admitted(docs, "mc-mobius-cache-example")
+    spec = pod["spec"]
+    assert pod["metadata"]["labels"]["mc-mobius-cache-client"] == "true"
+    sidecar = sidecar_of(pod)
     env = {e["name"]: e for e in sidecar["env"]}
     assert env["MOBIUS_REDIS_URL"]["value"] == "redis://mc-mobius-cache-redis.cache.svc.cluster.local:6379/0"
     assert env["MOBIUS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mc-mobius-cache-redis"

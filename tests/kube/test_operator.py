@@ -74,6 +74,9 @@ def start_operator(
     kubeconfig = kube.kubeconfig_for(OPERATOR, namespace, tmp_path / "kubeconfig")
     kubeconfig.chmod(0o644)  # the image runs as uid 10001
     env = {**chart_env(kube, namespace), "MOBIUS_OPERATOR_RECONCILE_INTERVAL": INTERVAL}
+    # The injector's webhook server needs the pod's certificate mount and a Service in front of it; it is
+    # tested in-cluster (tests/e2e). Here the operator runs on this machine: reconciliation only.
+    env["MOBIUS_INJECTOR_ENABLED"] = "false"
     port = free_port()
     health = f"http://127.0.0.1:{port}/healthz"
     common = ["--all-namespaces", "--liveness", health]

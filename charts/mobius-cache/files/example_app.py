@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-BASE = os.environ.get("SIDECAR_URL", "http://127.0.0.1:8787")
+BASE = os.environ.get("MOBIUS_SIDECAR_URL", "http://127.0.0.1:8787")  # set by the sidecar injector
 KEY = f"config:example-{socket.gethostname()}"
 
 
