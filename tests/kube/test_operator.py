@@ -205,7 +205,7 @@ def test_the_operator_reconciles_under_the_charts_rbac(
 
         # Create: Redis configured and verified, Ready, the policy ConfigMap owned by the CacheConfig, an Event.
         kube.apply(cacheconfig("c1", ns, a, maxMemory="24mb", evictionPolicy="allkeys-lfu"))
-        obj = wait_for("c1 Ready", lambda: ready(kube, ns, "c1"), timeout=30)
+        obj = wait_for("c1 Ready", lambda: ready(kube, ns, "c1"), timeout=60)
         assert config(a) == (24 * 1024 * 1024, "allkeys-lfu")
         assert obj["status"]["applied"]["maxMemoryBytes"] == 24 * 1024 * 1024
         assert not obj["metadata"].get("finalizers"), "a finalizer would make deletion wait for the operator"
@@ -221,13 +221,13 @@ def test_the_operator_reconciles_under_the_charts_rbac(
         kube.kubectl(
             "patch", "cacheconfig", "c1", "-n", ns, "--type=merge", "-p", '{"spec":{"maxMemory":"32mb"}}'
         )
-        wait_for("c1 generation 2 Ready", lambda: ready(kube, ns, "c1", generation=2), timeout=30)
+        wait_for("c1 generation 2 Ready", lambda: ready(kube, ns, "c1", generation=2), timeout=60)
         assert config(a) == (32 * 1024 * 1024, "allkeys-lfu")
 
         # Drift: someone changes Redis behind the operator's back; the loop sets it back and says so.
         with a.client(password=PASSWORD) as c:
             c.config_set("maxmemory", "1mb")
-        wait_for("drift corrected", lambda: config(a) == (32 * 1024 * 1024, "allkeys-lfu"), timeout=20)
+        wait_for("drift corrected", lambda: config(a) == (32 * 1024 * 1024, "allkeys-lfu"), timeout=60)
         wait_for(
             "a DriftCorrected Event",
             lambda: [e for e in kube.events(ns, "c1") if e["reason"] == "DriftCorrected"],
@@ -236,13 +236,13 @@ def test_the_operator_reconciles_under_the_charts_rbac(
 
         # Invalid: the CRD accepts 2gb, the operator refuses it (above the chart's Redis memory limit).
         kube.apply(cacheconfig("too-big", ns, b, maxMemory="2gb"))
-        wait_for("InvalidSpec", lambda: reason(kube, ns, "too-big") == "InvalidSpec", timeout=30)
+        wait_for("InvalidSpec", lambda: reason(kube, ns, "too-big") == "InvalidSpec", timeout=60)
         assert config(b)[0] != 2 * 1024**3
 
         # Conflict: a younger CacheConfig for the same Redis is refused while the older one exists.
         time.sleep(1.1)  # creation timestamps have one-second resolution: make c2 strictly younger
         kube.apply(cacheconfig("c2", ns, a, maxMemory="8mb"))
-        wait_for("Conflict", lambda: reason(kube, ns, "c2") == "Conflict", timeout=30)
+        wait_for("Conflict", lambda: reason(kube, ns, "c2") == "Conflict", timeout=60)
         assert config(a)[0] == 32 * 1024 * 1024
 
         # Delete: the ConfigMap goes with its owner (garbage collection), and c2 takes Redis over.
@@ -250,7 +250,7 @@ def test_the_operator_reconciles_under_the_charts_rbac(
         wait_for(
             "c1-policy garbage-collected", lambda: kube.get("configmap", "c1-policy", ns) is None, timeout=30
         )
-        wait_for("c2 Ready after c1 is gone", lambda: ready(kube, ns, "c2"), timeout=40)
+        wait_for("c2 Ready after c1 is gone", lambda: ready(kube, ns, "c2"), timeout=60)
         assert config(a)[0] == 8 * 1024 * 1024
     finally:
         op.stop()
