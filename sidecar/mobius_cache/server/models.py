@@ -104,11 +104,22 @@ class HealthReply(BaseModel):
     status: str
 
 
+class RefusalInfo(BaseModel):
+    """The last refusal by Redis that was the server's or the deployment's fault (within the last minute)."""
+
+    code: str = Field(description="Redis's error code: NOPERM, OOM, READONLY, BUSY, LOADING, MASTERDOWN, ...")
+    command: str | None = Field(description="what was refused, e.g. 'EVALSHA set_indexed'")
+    detail: str
+    outage: bool = Field(description="true when it means this Redis cannot serve us (counted by the breaker)")
+    seconds_ago: float
+
+
 class RedisState(BaseModel):
     up: bool
     circuit: str
     ping_ms: float | None = None
     error: str | None = None
+    refused: RefusalInfo | None = None
 
 
 class PolicyInfo(BaseModel):
