@@ -11,6 +11,7 @@ first, then the value) is checked on the local cluster against the refusals that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -26,6 +27,8 @@ from prometheus_client import CollectorRegistry
 from mobius_cache import (
     MISS,
     Cache,
+    CacheConflictError,
+    CacheUnavailableError,
     CircuitOpenError,
     IndexCorruptedError,
     InvalidationQueuedError,
@@ -37,6 +40,8 @@ from mobius_cache import (
     RedisReadOnlyError,
     RedisRefusedError,
 )
+from mobius_cache._exceptions import translate
+from mobius_cache._refusals import RefusalLog
 from tests.conftest import make_config
 from tests.servers import HOST, RedisCluster, RedisServer, free_port, wait_for_port
 
@@ -445,8 +450,8 @@ def busy_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
     finally:
         deadline = time.monotonic() + 5
         while thread.is_alive() and time.monotonic() < deadline:
-            with redis_server.client() as killer, pytest.raises(redis.exceptions.RedisError):
-                killer.script_kill()  # raises NOTBUSY once the script is gone
+            with contextlib.suppress(redis.exceptions.RedisError), redis_server.client() as killer:
+                killer.script_kill()  # NOTBUSY once the script is gone
             thread.join(0.1)
 
 
@@ -516,3 +521,121 @@ async def test_other_refusals_keep_their_redis_code(redis_server: RedisServer) -
             err = refused.value
             assert (err.redis_code, err.retry_after, err.outage) == ("NOREPLICAS", 1, False)
             assert not all_or_nothing(raw, "p:", "search:q:results:1", ["t"])
+
+
+# --- the translation table and the refusal log (pure) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "cls", "code", "outage"),
+    [
+        (
+            redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+            "RedisOutOfMemoryError",
+            "OOM",
+            False,
+        ),
+        (
+            redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+            "RedisReadOnlyError",
+            "READONLY",
+            True,
+        ),
+        (
+            redis.exceptions.NoPermissionError("this user has no permissions to run the 'time' command"),
+            "RedisNoPermissionError",
+            "NOPERM",
+            False,
+        ),
+        (
+            redis.exceptions.NoScriptError("No matching script. Please use EVAL."),
+            "RedisScriptMissingError",
+            "NOSCRIPT",
+            False,
+        ),
+        (
+            redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+            "RedisLoadingError",
+            "LOADING",
+            True,
+        ),
+        (
+            redis.exceptions.MasterDownError("Link with MASTER is down"),
+            "RedisMasterDownError",
+            "MASTERDOWN",
+            True,
+        ),
+        (
+            redis.exceptions.ResponseError("BUSY Redis is busy running a script."),
+            "RedisBusyError",
+            "BUSY",
+            True,
+        ),
+        (
+            redis.exceptions.ResponseError("BADINDEX the index key k holds a string"),
+            "IndexCorruptedError",
+            "BADINDEX",
+            False,
+        ),
+        (
+            redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+            "RedisRefusedError",
+            "MISCONF",
+            False,
+        ),
+        (
+            # Redis 7 inside a script: an ACL denial is a bare ERR, with the script's location appended.
+            redis.exceptions.ResponseError(
+                "The user executing the script can't run this command or subcommand script: "
+                + "a" * 40
+                + ", on @user_script:3."
+            ),
+            "RedisNoPermissionError",
+            "NOPERM",
+            False,
+        ),
+        (redis.exceptions.ResponseError("unknown command 'GETEX'"), "RedisRefusedError", "ERR", False),
+    ],
+)
+def test_each_redis_refusal_has_its_class(reply: Exception, cls: str, code: str, outage: bool) -> None:
+    err = translate(reply, "EVALSHA set_indexed")
+    assert type(err).__name__ == cls and isinstance(err, RedisRefusedError)
+    assert (err.redis_code, err.outage, err.command) == (code, outage, "EVALSHA set_indexed")
+    assert err.__cause__ is reply and "@user_script" not in str(err) and "EVALSHA set_indexed" in str(err)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        redis.exceptions.ResponseError("value is not an integer or out of range"),
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        redis.exceptions.ResponseError("increment or decrement would overflow"),
+    ],
+)
+def test_what_the_client_caused_is_a_conflict(reply: Exception) -> None:
+    err = translate(reply, "INCRBY")
+    assert isinstance(err, CacheConflictError) and not isinstance(err, CacheUnavailableError)
+
+
+def test_the_refusal_log_says_each_kind_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    refusals = RefusalLog(clock=lambda: now[0])
+    oom = translate(redis.exceptions.OutOfMemoryError("full"), "SET")
+    with caplog.at_level("WARNING", logger="mobius_cache"):
+        for _ in range(5):
+            refusals.note(oom)
+        refusals.note(
+            translate(redis.exceptions.NoScriptError("gone"), "EVALSHA set_indexed")
+        )  # not a refusal
+        refusals.note(translate(redis.exceptions.OutOfMemoryError("full"), "EVAL set_indexed"))
+        refusals.note(translate(redis.exceptions.OutOfMemoryError("full"), "EVALSHA set_indexed"))
+        now[0] += 11
+        refusals.note(oom)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and lines[0].startswith("Redis refused SET: Redis is out of memory")
+    assert "set_indexed" in lines[1] and "(4 more since the last report)" in lines[2]
+    assert refusals.counts == {"OOM": 8}
+    report = refusals.report()
+    assert report is not None and report["code"] == "OOM" and report["command"] == "SET"
+    now[0] += 61
+    assert refusals.report() is None

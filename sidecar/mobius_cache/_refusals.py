@@ -41,7 +41,7 @@ class RefusalLog:
         self.counts: Counter[str] = Counter()
         self.last: Refusal | None = None
         self._clock = clock
-        self._logged: dict[tuple[str, str | None], tuple[float, int]] = {}
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
 
     def note(self, err: BaseException) -> None:
         """Count and (rate-limited) log ``err`` when it is a refusal. A missing script is not one: the
@@ -51,7 +51,7 @@ class RefusalLog:
         now = self._clock()
         self.counts[err.redis_code] += 1
         self.last = Refusal(err.redis_code, err.command, str(err), err.outage, now)
-        kind = (err.redis_code, err.command)
+        kind = (err.redis_code, _kind(err.command))
         logged_at, suppressed = self._logged.get(kind, (float("-inf"), 0))
         if now - logged_at < LOG_INTERVAL:
             self._logged[kind] = (logged_at, suppressed + 1)
@@ -75,3 +75,10 @@ class RefusalLog:
             "outage": last.outage,
             "seconds_ago": round(age, 1),
         }
+
+
+def _kind(command: str | None) -> str:
+    """A script is one kind of command whether it was sent as EVALSHA or (after NOSCRIPT) as EVAL."""
+    if command is None:
+        return ""
+    return command.removeprefix("EVALSHA ").removeprefix("EVAL ")
