@@ -294,6 +294,23 @@ async def test_a_tag_invalidation_refused_half_way_is_replayed_to_the_end(backen
     raw.close()
 
 
+async def test_an_entry_rewritten_during_an_invalidation_stays(backend: Backend) -> None:
+    """Between reading an index and forgetting what it deleted, a writer may store the key again: its new
+    entry (a new score) must survive, or the new value would be out of reach of the next invalidation."""
+    c, pre, raw = backend.cache, backend.prefix, backend.raw()
+    await c.set("search:a:results:1", 1, ttl=100, tags=["t", "u"])
+    await c.set("search:b:results:1", 1, ttl=100, tags=["t"])
+    tags = [c.keys.tag_key("t"), c.keys.tag_key("u")]
+    index, corrupted = await c.invalidator._read_indexes(tags)
+    assert corrupted == [] and sorted(len(found) for found in index.values()) == [1, 2]
+    await c.set("search:a:results:1", 2, ttl=900, tags=["t", "u"])
+    await c.invalidator._forget(index)
+    assert raw.zrange(tags[0], 0, -1) == [f"{pre}search:a:results:1".encode()]
+    assert raw.zrange(tags[1], 0, -1) == [f"{pre}search:a:results:1".encode()]
+    assert await c.invalidate_tags("u") == 1
+    raw.close()
+
+
 # --- a full noeviction Redis ---------------------------------------------------------------------------------
 
 

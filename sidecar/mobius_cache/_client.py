@@ -523,7 +523,7 @@ class Cache:
         calls = []
         for ik, (score, old) in written:
             old_score = old.decode() if isinstance(old, bytes) else str(old)
-            calls.append(self._script(INDEX_FORGET, [ik], [fk, score, old_score]))
+            calls.append(self._script(INDEX_FORGET, [ik], [1, fk, score, old_score]))
         try:
             await asyncio.gather(*calls)
         except CacheError as exc:

@@ -244,12 +244,23 @@ class Invalidator:
         return out, corrupted
 
     async def _forget(self, entries: Entries) -> None:
-        """Remove these entries from their indexes — those still as read: a rewritten one stays."""
+        """Remove these entries from their indexes — those still as read: a rewritten one stays. About BATCH
+        entries per script; on a standalone Redis one script covers several indexes (a cascade reads
+        thousands of one-entry indexes), on a cluster each index is its own (its own slot)."""
+        one_key = self.cache.executor.cluster
         calls = []
+        keys: list[str] = []
+        args: list[Any] = []
         for index, found in entries.items():
             for i in range(0, len(found), BATCH):
-                args = [a for member, score in found[i : i + BATCH] for a in (member, score, "")]
-                calls.append(self.cache._script(INDEX_FORGET, [index], args))
+                chunk = found[i : i + BATCH]
+                keys.append(index)
+                args += [len(chunk), *(a for member, score in chunk for a in (member, score, ""))]
+                if one_key or len(args) >= 3 * BATCH or len(keys) >= BATCH:
+                    calls.append(self.cache._script(INDEX_FORGET, keys, args))
+                    keys, args = [], []
+        if keys:
+            calls.append(self.cache._script(INDEX_FORGET, keys, args))
         if calls:
             await asyncio.gather(*calls)
 

@@ -121,30 +121,46 @@ return {now + ttl_ms, old or ''}
 #: Remove (or restore) index entries, but only those still as the caller saw them: an entry whose score changed
 #: since was rewritten by another writer and must stay. Used to undo INDEX_ADD when the value's write failed,
 #: and by invalidation to drop the entries of keys it has deleted.
-#: KEYS[1] index key; ARGV: member, expected score, new score ("" = remove), repeated. Returns how many changed.
+#: KEYS: index keys (one on a cluster; several on a standalone Redis, to save round trips). ARGV, for each key
+#: in turn: n, then n times (member, expected score, new score or "" = remove). Returns how many changed.
 INDEX_FORGET = Script(
     "index_forget",
     "#!lua flags=allow-oom\n"
     + _PRELUDE
     + """
-local index = KEYS[1]
-if redis.call('TYPE', index)['ok'] ~= 'zset' then return 0 end
-allowed('ZSCORE', index)
-allowed('ZREM', index)
-for i = 3, #ARGV, 3 do
-  if ARGV[i] ~= '' then allowed('ZADD', index) break end
-end
-local changed = 0
-for i = 1, #ARGV, 3 do
-  local cur = redis.call('ZSCORE', index, ARGV[i])
-  if cur and tonumber(cur) == tonumber(ARGV[i + 1]) then
-    if ARGV[i + 2] == '' then
-      redis.call('ZREM', index, ARGV[i])
-    else
-      redis.call('ZADD', index, ARGV[i + 2], ARGV[i])
+local plan, a = {}, 1
+for k = 1, #KEYS do
+  local index, n = KEYS[k], tonumber(ARGV[a])
+  local first = a + 1
+  a = first + 3 * n
+  if n > 0 and redis.call('TYPE', index)['ok'] == 'zset' then
+    allowed('ZMSCORE', index)
+    local members = {}
+    for i = 0, n - 1 do members[i + 1] = ARGV[first + 3 * i] end
+    local scores = redis.call('ZMSCORE', index, unpack(members))
+    local gone, back = {}, {}
+    for i = 0, n - 1 do
+      local want, new = ARGV[first + 3 * i + 1], ARGV[first + 3 * i + 2]
+      if scores[i + 1] and tonumber(scores[i + 1]) == tonumber(want) then
+        if new == '' then
+          gone[#gone + 1] = members[i + 1]
+        else
+          back[#back + 1] = new
+          back[#back + 1] = members[i + 1]
+        end
+      end
     end
-    changed = changed + 1
+    if #gone > 0 then allowed('ZREM', index) end
+    if #back > 0 then allowed('ZADD', index) end
+    plan[#plan + 1] = {index, gone, back}
   end
+end
+-- Nothing below can be refused.
+local changed = 0
+for _, p in ipairs(plan) do
+  if #p[2] > 0 then redis.call('ZREM', p[1], unpack(p[2])) end
+  if #p[3] > 0 then redis.call('ZADD', p[1], unpack(p[3])) end
+  changed = changed + #p[2] + #p[3] / 2
 end
 return changed
 """,
