@@ -32,6 +32,7 @@ from mobius_cache import (
     CircuitOpenError,
     IndexCorruptedError,
     InvalidationQueuedError,
+    InvalidKeyError,
     RedisBusyError,
     RedisLoadingError,
     RedisMasterDownError,
@@ -656,3 +657,13 @@ def test_the_refusal_log_says_each_kind_once_per_interval(caplog: pytest.LogCapt
     assert report is not None and report["code"] == "OOM" and report["command"] == "SET"
     now[0] += 61
     assert refusals.report() is None
+
+
+async def test_no_key_can_take_the_place_of_an_index(cache: Cache) -> None:
+    """Through the layer, nothing can be stored where an index lives: keys starting with '~' are refused."""
+    for key in ("~tag:t", "~deps:x", "~anything"):
+        with pytest.raises(InvalidKeyError, match="reserved"):
+            await cache.set(key, "v")
+    await cache.set("a~tag:t", "v")  # a '~' inside a key is fine
+    await cache.set("search:q:results:1", "v", tags=["~t"])  # and in a tag
+    assert await cache.invalidate_tags("~t") == 1

@@ -173,3 +173,11 @@ def test_corrupted_index_script_flush_and_busy(
 def test_the_error_table(exc: CacheError, status: int, code: str, retry_after: str | None) -> None:
     err = error_for(exc)
     assert (err.status, err.code, err.headers.get("Retry-After")) == (status, code, retry_after)
+
+
+def test_keys_cannot_take_the_place_of_an_index(sidecar: SidecarProcess) -> None:
+    with sidecar.http() as http:
+        assert http.put("/v1/cache/~tag:t", content=b"v").status_code == 422
+        resp = http.get("/v1/cache/~tag:t")
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_key"
+        assert http.put("/v1/cache/api:v1:x", params={"tag": "~t"}, content=b"v").status_code == 204

@@ -24,9 +24,11 @@ __all__ = [
 MAX_BATCH = 1000
 
 #: What the cache accepts (mobius_cache._keys): no whitespace (Python's \s, hence \x85) or control characters.
-KEY_PATTERN = r"^[^\s\x00-\x1f\x7f\x85]+$"
+TAG_PATTERN = r"^[^\s\x00-\x1f\x7f\x85]+$"
+#: As a tag, and not starting with "~" (reserved for the cache's own index keys).
+KEY_PATTERN = r"^[^\s\x00-\x1f\x7f\x85~][^\s\x00-\x1f\x7f\x85]*$"
 Key = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=KEY_PATTERN)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=TAG_PATTERN)]
 
 
 class _Strict(BaseModel):
