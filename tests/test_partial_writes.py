@@ -484,7 +484,6 @@ async def test_a_busy_redis_is_an_outage_that_passes(busy_redis: RedisServer) ->
                 assert exc.outage and exc.retry_after == 1 and "busy running a script" in str(exc)
                 break
             assert time.monotonic() < deadline, "Redis never answered BUSY"
-            await c.invalidate_tags("t")
         assert (await c.health())["refused"]["code"] == "BUSY"
         with busy_redis.client() as killer:
             killer.script_kill()
@@ -503,7 +502,7 @@ async def test_a_busy_redis_is_an_outage_that_passes(busy_redis: RedisServer) ->
 async def test_a_loading_redis_is_an_outage(redis_server: RedisServer) -> None:
     with redis_server.client() as raw:
         pipe = raw.pipeline(transaction=False)
-        for i in range(2000):
+        for i in range(3000):
             pipe.set(f"old:{i}", i)
         pipe.execute()
         raw.save()
@@ -526,7 +525,7 @@ async def test_a_loading_redis_is_an_outage(redis_server: RedisServer) -> None:
     finally:
         starting.join(30)
     with redis_server.client() as raw:
-        assert raw.dbsize() == 2000  # and nothing of ours
+        assert raw.dbsize() == 3000  # and nothing of ours
         assert not all_or_nothing(raw, "p:", "search:q:results:1", ["t"])
 
 
