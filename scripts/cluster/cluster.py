@@ -7,6 +7,7 @@
     scripts/cluster/cluster.py down      stop every process `up` started (by PID) and remove the state
     scripts/cluster/cluster.py build     only build the pinned binaries into .tools/bin
     scripts/cluster/cluster.py monitoring-crds   apply the pinned prometheus-operator CRDs (ServiceMonitor, ...)
+    scripts/cluster/cluster.py load-images REF...  copy images from the Docker Engine into the node's containerd
 
 The control plane listens on 127.0.0.1 (free ports, chosen at the first `up`); the state lives in .run/cluster/
 (or $MOBIUS_CLUSTER_DIR) and the admin kubeconfig is .run/cluster/kubeconfig. The node (root only) puts pods
@@ -508,11 +509,21 @@ def monitoring_crds() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cluster.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "build", "monitoring-crds"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "build", "monitoring-crds", "load-images"]
+    )
+    parser.add_argument(
+        "images", nargs="*", help="with `load-images`: image references (from the Docker Engine)"
+    )
     parser.add_argument("--node", action="store_true", help="with `up`: also run one node (root only)")
     args = parser.parse_args(argv)
     if args.command == "monitoring-crds":
         monitoring_crds()
+        return 0
+    if args.command == "load-images":
+        if not load_state().get("node"):
+            raise SystemExit("[cluster] load-images needs a running cluster with a node (up --node)")
+        node.load_images(STATE_DIR, images.engine(), args.images)
         return 0
     if args.command == "build":
         build.build(build.CONTROL_PLANE + build.NODE, log=say)

@@ -10,7 +10,9 @@ kube-proxy puts its own ACCEPT rules, so no later rule can undo them):
 
 - nothing that comes in from the bridge is forwarded anywhere but back onto the bridge;
 - nothing from another interface is forwarded onto the bridge;
-- nothing with a pod or Service source or destination is forwarded through another interface.
+- nothing with a pod or Service source or destination is forwarded through another interface;
+- this machine's own packets to pod or Service addresses leave through the bridge or not at all (mangle OUTPUT,
+  plus a route that sends the Service range to the bridge rather than to the default gateway).
 
 No MASQUERADE/SNAT rule of ours exists; kube-proxy's own masquerade (for hairpin traffic) only ever applies to
 packets that these rules let through, i.e. bridge to bridge. Cluster DNS has no upstream: only cluster names
@@ -29,6 +31,7 @@ CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 DNS_IP = "10.96.0.10"
 CHAIN = "MOBIUS-FORWARD"
+OUTPUT_CHAIN = "MOBIUS-OUTPUT"
 SYSCTLS = {
     "net/ipv4/ip_forward": "1",
     "net/bridge/bridge-nf-call-iptables": "1",
@@ -55,22 +58,35 @@ def forward_rules() -> list[list[str]]:
     ]
 
 
+def output_rules() -> list[list[str]]:
+    """This machine's own packets to pod or Service addresses go onto the bridge or nowhere."""
+    return [
+        ["-d", CLUSTER_CIDR, "!", "-o", BRIDGE, "-j", "DROP"],
+        ["-d", SERVICE_CIDR, "!", "-o", BRIDGE, "-j", "DROP"],
+    ]
+
+
+GUARDS = {CHAIN: ("FORWARD", forward_rules), OUTPUT_CHAIN: ("OUTPUT", output_rules)}
+
+
 def firewall_up() -> None:
-    """Create the guard chain and hook it first into mangle FORWARD (idempotent)."""
-    if run("iptables", "-t", "mangle", "-L", CHAIN, "-n", check=False).returncode != 0:
-        run("iptables", "-t", "mangle", "-N", CHAIN)
-    run("iptables", "-t", "mangle", "-F", CHAIN)
-    for rule in forward_rules():
-        run("iptables", "-t", "mangle", "-A", CHAIN, *rule)
-    if run("iptables", "-t", "mangle", "-C", "FORWARD", "-j", CHAIN, check=False).returncode != 0:
-        run("iptables", "-t", "mangle", "-I", "FORWARD", "1", "-j", CHAIN)
+    """Create the guard chains and hook them first into mangle FORWARD and OUTPUT (idempotent)."""
+    for chain, (hook, rules) in GUARDS.items():
+        if run("iptables", "-t", "mangle", "-L", chain, "-n", check=False).returncode != 0:
+            run("iptables", "-t", "mangle", "-N", chain)
+        run("iptables", "-t", "mangle", "-F", chain)
+        for rule in rules():
+            run("iptables", "-t", "mangle", "-A", chain, *rule)
+        if run("iptables", "-t", "mangle", "-C", hook, "-j", chain, check=False).returncode != 0:
+            run("iptables", "-t", "mangle", "-I", hook, "1", "-j", chain)
 
 
 def firewall_down() -> None:
-    while run("iptables", "-t", "mangle", "-D", "FORWARD", "-j", CHAIN, check=False).returncode == 0:
-        pass
-    run("iptables", "-t", "mangle", "-F", CHAIN, check=False)
-    run("iptables", "-t", "mangle", "-X", CHAIN, check=False)
+    for chain, (hook, _) in GUARDS.items():
+        while run("iptables", "-t", "mangle", "-D", hook, "-j", chain, check=False).returncode == 0:
+            pass
+        run("iptables", "-t", "mangle", "-F", chain, check=False)
+        run("iptables", "-t", "mangle", "-X", chain, check=False)
     remove_kubelet_chains()
 
 
@@ -100,6 +116,8 @@ def bridge_up() -> None:
     if f"{NODE_IP}/24" not in addresses:
         run("ip", "addr", "add", f"{NODE_IP}/24", "dev", BRIDGE)
     run("ip", "link", "set", BRIDGE, "up")
+    # Service addresses are the bridge's too, so that this machine never sends them to its default route.
+    run("ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE, "src", NODE_IP)
 
 
 def bridge_down() -> None:

@@ -246,6 +246,8 @@ imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 evictionHard: {{memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%}}
 maxPods: 60
+# Mounted ConfigMaps (the sidecars' policy) are refreshed at each pod sync: every 10 s rather than every minute.
+syncFrequency: 10s
 """
     )
     return path

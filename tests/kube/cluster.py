@@ -49,10 +49,13 @@ class Cluster:
     pki: Path
 
     @classmethod
-    def up(cls) -> Cluster:
-        proc = subprocess.run(
-            [sys.executable, str(SCRIPT), "up"], capture_output=True, text=True, timeout=3600, check=False
-        )
+    def up(cls, *, node: bool = False, state_dir: Path | None = None) -> Cluster:
+        """The cluster of ``state_dir`` (default .run/cluster), with a node when asked (the script reuses it)."""
+        env = dict(os.environ)
+        if state_dir is not None:
+            env["MOBIUS_CLUSTER_DIR"] = str(state_dir)
+        argv = [sys.executable, str(SCRIPT), "up", *(["--node"] if node else [])]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"scripts/cluster/cluster.py up failed:\n{proc.stderr[-3000:]}")
         state = json.loads(proc.stdout)
