@@ -26,9 +26,9 @@ echo "$engine" | grep -q '"started": true' && engine_started=1
 $PY scripts/images.py build || { echo "images.py build failed" >&2; exit 1; }
 
 echo "== tests"
-$PY -m pytest -n 2 -m "not serial" ${PYTEST_ARGS:-}
+$PY -m pytest -n 2 -m "not serial and not e2e" ${PYTEST_ARGS:-}
 rc=$?
-$PY -m pytest -m serial ${PYTEST_ARGS:-}
+$PY -m pytest -m "serial and not e2e" ${PYTEST_ARGS:-}
 rc2=$?
 [ $rc -ne 0 ] && exit $rc
 exit $rc2

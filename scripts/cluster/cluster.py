@@ -321,6 +321,8 @@ def up(with_node: bool = False) -> dict[str, object]:
             _down(state)
         if with_node and os.geteuid() != 0:
             raise SystemExit("[cluster] a node needs root (network namespaces, mounts, iptables, cgroups)")
+        if with_node:
+            claim_the_node()
         with phase("build the pinned binaries"):
             build.build(build.CONTROL_PLANE + (build.NODE if with_node else []), log=say)
         state = {
@@ -460,6 +462,27 @@ def load_node_images() -> None:
     node.load_images(STATE_DIR, host, refs)
 
 
+# The node's bridge, addresses and firewall chains are machine-wide: one node per machine, whatever checkout or
+# state directory asks for it. The claim names the state directory that holds it.
+NODE_CLAIM = Path("/run/mobius-cache-node")
+
+
+def claim_the_node() -> None:
+    holder = NODE_CLAIM.read_text().strip() if NODE_CLAIM.exists() else ""
+    if holder and holder != str(STATE_DIR) and procs.read_json(Path(holder) / "state.json").get("node"):
+        raise SystemExit(
+            f"[cluster] this machine's node belongs to the cluster in {holder} (one node per machine: its "
+            f"bridge, addresses and firewall rules are machine-wide); take that one down first "
+            f"(MOBIUS_CLUSTER_DIR={holder} scripts/cluster/cluster.py down)"
+        )
+    NODE_CLAIM.write_text(str(STATE_DIR))
+
+
+def release_the_node() -> None:
+    if NODE_CLAIM.exists() and NODE_CLAIM.read_text().strip() == str(STATE_DIR):
+        NODE_CLAIM.unlink()
+
+
 def stop_node(state: dict[str, object]) -> None:
     """Everything the node made: containers, processes, mounts, network namespaces, rules, bridge, sysctls."""
     pids = _pids(state)
@@ -484,6 +507,7 @@ def stop_node(state: dict[str, object]) -> None:
     network.sysctls_restore(dict(state.get("sysctls", {})))  # type: ignore[arg-type]
     network.firewall_down()
     node.remove_cgroups()
+    release_the_node()
     say("node down: containers, mounts, network namespaces, bridge, rules and sysctls removed")
 
 

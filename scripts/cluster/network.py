@@ -61,6 +61,7 @@ def forward_rules() -> list[list[str]]:
 def output_rules() -> list[list[str]]:
     """This machine's own packets to pod or Service addresses go onto the bridge or nowhere."""
     return [
+        ["-o", "lo", "-j", "RETURN"],  # to the node's own address (10.244.0.1): never leaves this machine
         ["-d", CLUSTER_CIDR, "!", "-o", BRIDGE, "-j", "DROP"],
         ["-d", SERVICE_CIDR, "!", "-o", BRIDGE, "-j", "DROP"],
     ]

@@ -74,6 +74,8 @@ def restarts(pod: dict[str, Any]) -> int:
 
 @pytest.fixture(scope="module")
 def kube(node_cluster: Cluster) -> Iterator[Cluster]:
+    # A namespace left by an interrupted run is finished off first (the cluster may be reused).
+    node_cluster.kubectl("delete", "namespace", NS, "--ignore-not-found", "--timeout=180s", timeout=200)
     node_cluster.kubectl("create", "namespace", NS)
     try:
         yield node_cluster

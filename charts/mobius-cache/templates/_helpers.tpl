@@ -349,3 +349,8 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
 - name: MOBIUS_INJECTOR_LOOKUP_TIMEOUT
   value: {{ sub .Values.injector.timeoutSeconds 1 | quote }}
 {{- end -}}
+
+{{/* Return the label (key: value) that marks the chart's example app pods (the webhook sends them to its Fail entry). */}}
+{{- define "mobius-cache.exampleLabel" -}}
+cache.mobius.io/example-app: {{ include "mobius-cache.fullname" . | quote }}
+{{- end -}}
