@@ -619,7 +619,7 @@ def key_groups_row() -> list[dash.Panel | stat.Panel | timeseries.Panel]:
         graph(
             "Key-group scan duration",
             "How long the last key-group scan took per Redis. Redis is busy for most of it, in steps of "
-            "exporter.keyGroups.batchSize keys: about 2.5 s per million keys (docs/observability.md).",
+            "exporter.keyGroups.batchSize keys: seconds per million keys (docs/observability.md).",
             [
                 Query(
                     f"max by (pod) (redis_last_key_groups_scrape_duration_milliseconds{{{REDIS}}})", "{{pod}}"

@@ -88,7 +88,8 @@ def pipelined(port: int, commands: Iterable[Command], chunk: int = 5000) -> list
     with socket.create_connection((HOST, port)) as sock:
         sent = 0
         for part in _batched(commands, chunk):
-            sock.sendall(b"".join(hiredis.pack_command(command) for command in part))
+            # (hiredis's type stub says a 1-tuple; any tuple of arguments is what it packs)
+            sock.sendall(b"".join(hiredis.pack_command(command) for command in part))  # type: ignore[arg-type]
             sent += len(part)
         while len(replies) < sent:
             data = sock.recv(1 << 20)

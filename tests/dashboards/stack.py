@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,10 +98,10 @@ def _exe(name: str) -> str:
     return path
 
 
-def prometheus(workdir: Path, config: dict[str, object], port: int) -> Proc:
+def prometheus(workdir: Path, config: Mapping[str, Any], port: int) -> Proc:
     """Prometheus on loopback with ``config`` (rule files relative to ``workdir``), its data in ``workdir``."""
     path = workdir / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
     args = [
         _exe("prometheus"),
         f"--config.file={path}",

@@ -1,7 +1,7 @@
 {{- /*
 The key-group exporter: a second redis_exporter in the Redis pod that counts keys and their memory per cache
 namespace with -check-key-groups. It is a container of its own because its scrape scans the whole keyspace
-(~2.5 s of Redis time per million keys): it needs its own, longer interval and timeout, and a slow scan must
+(seconds of Redis time per million keys): it needs its own, longer interval and timeout, and a slow scan must
 never cost the main exporter's scrape (redis_up, memory, evictions). See docs/observability.md.
 */ -}}
 
