@@ -7,7 +7,8 @@ scan step shows its wait (no coordinated omission). Per batch size it reports th
 time per scan step (EVALSHA in INFO commandstats) and per scan, and the GET latency percentiles outside and
 during the scans. It prints a Markdown table and writes the raw numbers as JSON (``--out``).
 
-``python -m benchmarks.keygroups --probe PORT RATE SECONDS KEYS...`` is the probe itself (used internally).
+``python -m benchmarks.keygroups --probe PORT RATE SECONDS`` (the keys to GET as JSON on stdin, samples as JSON
+on stdout) is the probe itself, started by the benchmark.
 """
 
 from __future__ import annotations
