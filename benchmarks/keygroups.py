@@ -99,6 +99,29 @@ async def _probe(
         await asyncio.sleep(0.01)
 
 
+@dataclass
+class Probe:
+    """The probe as a child process: GETs of ``keys`` at ``rate`` until stopped."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+
+    @classmethod
+    def start(cls, port: int, rate: float, keys: list[str], workdir: Path) -> Probe:
+        (workdir / "probe-keys.json").write_text(json.dumps(keys))
+        out = workdir / "probe.json"
+        with (workdir / "probe-keys.json").open("rb") as stdin, out.open("wb") as stdout:
+            args = [sys.executable, "-m", "benchmarks.keygroups", "--probe", str(port), str(rate), "3600"]
+            return cls(subprocess.Popen(args, stdin=stdin, stdout=stdout), out)
+
+    def stop(self) -> list[tuple[float, float]]:
+        """(due time, latency) of every GET: it stops sending, collects the replies in flight, writes them."""
+        self.proc.terminate()
+        self.proc.wait(60)
+        samples: list[tuple[float, float]] = json.loads(self.out.read_text())
+        return samples
+
+
 # --- the measurement --------------------------------------------------------------------------------------------
 def _stats(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
@@ -149,13 +172,7 @@ def measure(
         for port in ports.values():
             wait_for_port(port)
             _scrape(port)  # loads the script (one EVAL) and warms the exporter up; not measured
-        key_file = workdir / "keys.json"
-        key_file.write_text(json.dumps(keys))
-        probe = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.keygroups", "--probe", str(server.port), str(rate), "3600"],
-            stdin=key_file.open("rb"),
-            stdout=(workdir / "probe.json").open("wb"),
-        )
+        probe = Probe.start(server.port, rate, keys, workdir)
         windows: list[Window] = []
         busy: dict[int, list[float]] = {batch: [] for batch in batch_sizes}
         steps: dict[int, list[int]] = {batch: [] for batch in batch_sizes}
@@ -174,13 +191,11 @@ def measure(
                 for line in body.splitlines():
                     if line.startswith("redis_last_key_groups_scrape_duration_milliseconds"):
                         reported[batch].append(float(line.split()[-1]) / 1000)
-        probe.terminate()  # it stops sending, collects the replies in flight and writes its samples
-        probe.wait(60)
+        samples = probe.stop()
     finally:
         client.close()
         for proc in procs:
             proc.stop()
-    samples: list[tuple[float, float]] = json.loads((workdir / "probe.json").read_text())
     out = {}
     for batch in batch_sizes:
         spans = [w for w in windows if w.batch == batch]
