@@ -163,7 +163,10 @@ def live(tmp_path: Path) -> Iterator[Live]:
             for proc in procs:
                 if not proc.alive():
                     raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-            rows = prom.query(f"sum({panel('Keys by namespace')})") if prom else []
+            try:  # Prometheus may still be starting: no answer yet, or 503 (Prometheus raises RuntimeError)
+                rows = prom.query(f"sum({panel('Keys by namespace')})") if prom else []
+            except (httpx.HTTPError, RuntimeError):
+                return False
             return bool(rows) and float(rows[0]["value"][1]) == total
 
         poll("Prometheus to hold every key group", scraped, timeout=45, interval=0.25)
