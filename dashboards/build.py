@@ -23,7 +23,12 @@ from pathlib import Path
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
-from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, ReduceDataOptions
+from grafana_foundation_sdk.builders.common import (
+    GraphThresholdsStyleConfig,
+    ReduceDataOptions,
+    StackingConfig,
+    VizLegendOptions,
+)
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -513,8 +518,117 @@ def redis() -> model.Dashboard:
         ["mobius-cache", "redis"],
         "redis_up",
         "Redis",
-        [("Status", status_row), ("Memory and keys", memory_row), ("Load and clients", load_row)],
+        [
+            ("Status", status_row),
+            ("Memory and keys", memory_row),
+            ("Load and clients", load_row),
+            ("Keys and memory by cache namespace", key_groups_row()),
+        ],
     )
+
+
+# --- Keys and memory by cache namespace ------------------------------------------------------------------------
+# From the chart's key-group exporter (redis_exporter -check-key-groups, a container of its own that scans the
+# keyspace every exporter.keyGroups.interval): one group per key prefix + cache namespace (`mobius:search`), the
+# tag and dependency indexes as `mobius:~tag` and `mobius:~deps`, keys outside the prefixes as `unclassified`,
+# and the groups beyond exporter.keyGroups.maxGroups summed as `overflow`. See docs/observability.md.
+
+#: The share of maxmemory one group may hold: the default of MobiusCacheNamespaceMemoryShareHigh's threshold.
+KEY_GROUP_SHARE_LIMIT = 0.5
+INDEX_GROUPS = 'key_group=~".*~(tag|deps)"'
+
+
+def primaries(metric: str, selector: str = REDIS) -> str:
+    """``metric`` without the replicas' series: a replica holds its primary's keys again, so summing over
+    every pod would count them twice (standalone and cluster primaries report role master)."""
+    return f'{metric}{{{selector}}} unless on (namespace, pod) redis_instance_info{{{REDIS}, role="slave"}}'
+
+
+def by_group(metric: str) -> str:
+    return f"sum by (key_group) ({primaries(metric)})"
+
+
+def index_share(metric: str) -> str:
+    """Index keys' part of ``metric``; 0 (not "no data") when there are keys but no index key at all."""
+    total = f"sum({primaries(metric)})"
+    return f"(sum({primaries(metric, f'{REDIS}, {INDEX_GROUPS}')})\nor\n{total} * 0)\n/\n({total} > 0)"
+
+
+def stacked(panel: timeseries.Panel) -> timeseries.Panel:
+    """Stack the series, with a legend table sorted by the last value: the top consumers first."""
+    legend = (
+        VizLegendOptions()
+        .show_legend(True)
+        .display_mode(common.LegendDisplayMode.TABLE)
+        .placement(common.LegendPlacement.RIGHT)
+        .calcs(["lastNotNull", "max"])
+        .sort_by("Last *")
+        .sort_desc(True)
+    )
+    return panel.stacking(StackingConfig().mode(common.StackingMode.NORMAL)).fill_opacity(50).legend(legend)
+
+
+def key_groups_row() -> list[dash.Panel | stat.Panel | timeseries.Panel]:
+    max_memory = f"sum(({primaries('redis_memory_max_bytes')}) > 0)"
+    share = f"{by_group('redis_key_group_memory_usage_bytes')}\n/ on () group_left ()\n{max_memory}"
+    return [
+        stacked(
+            graph(
+                "Keys by namespace",
+                "Keys per cache namespace (prefix + first key segment), the tag and dependency indexes "
+                "(~tag, ~deps), keys outside the prefix (unclassified) and the smallest groups beyond the cap "
+                "(overflow). Counted by a full scan every exporter.keyGroups.interval.",
+                [Query(by_group("redis_key_group_count"), "{{key_group}}")],
+                "short",
+            )
+        ),
+        stacked(
+            graph(
+                "Memory by namespace",
+                "Bytes per cache namespace (MEMORY USAGE of every key, summed; exact for strings, sampled for "
+                "large sets). The legend lists the top consumers first. The groups add up to about 94% of "
+                "used_memory: the keyspace's own hash tables are not in any group.",
+                [Query(by_group("redis_key_group_memory_usage_bytes"), "{{key_group}}")],
+                "bytes",
+            )
+        ),
+        graph(
+            "Namespace share of maxmemory",
+            "Each group's memory over maxmemory. The dashed line is the "
+            f"{KEY_GROUP_SHARE_LIMIT:.0%} default of MobiusCacheNamespaceMemoryShareHigh: one namespace "
+            "above it crowds the others out. No line when maxmemory is 0.",
+            [Query(share, "{{key_group}}")],
+            "percentunit",
+            thresholds=Steps("green", [(KEY_GROUP_SHARE_LIMIT, "red")]),
+            show_thresholds=True,
+            width=8,
+            max_value=1,
+        ),
+        graph(
+            "Index keys share",
+            "Share of keys and of memory held by the tag and dependency indexes (sorted sets written "
+            "with tagged or dependent values). A growing memory share means large or stale indexes.",
+            [
+                Query(index_share("redis_key_group_count"), "keys"),
+                Query(index_share("redis_key_group_memory_usage_bytes"), "memory"),
+            ],
+            "percentunit",
+            width=8,
+            max_value=1,
+        ),
+        graph(
+            "Key-group scan duration",
+            "How long the last key-group scan took per Redis. Redis is busy for most of it, in steps of "
+            "exporter.keyGroups.batchSize keys: seconds per million keys (docs/observability.md).",
+            [
+                Query(
+                    f"max by (pod) (redis_last_key_groups_scrape_duration_milliseconds{{{REDIS}}})", "{{pod}}"
+                )
+            ],
+            "ms",
+            width=8,
+        ),
+    ]
 
 
 DASHBOARDS = {"mobius-cache-overview.json": overview, "mobius-cache-redis.json": redis}

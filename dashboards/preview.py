@@ -50,6 +50,11 @@ MAIN_PANELS: dict[str, tuple[str, ...]] = {
         "Server-side hit ratio",
         "Expirations/s",
         "Redis up by pod",
+        "Keys by namespace",
+        "Memory by namespace",
+        "Namespace share of maxmemory",
+        "Index keys share",
+        "Key-group scan duration",
     ),
 }
 
@@ -128,13 +133,20 @@ def _scale(unit: str) -> tuple[float, str]:
         "bytes": (1 / 2**20, "MiB"),
         "reqps": (1.0, "req/s"),
         "ops": (1.0, "ops/s"),
+        "ms": (1.0, "ms"),
     }.get(unit, (1.0, ""))
+
+
+def stacked(series: Sequence[Series]) -> tuple[list[float], list[list[float]]]:
+    """The series on one common time axis (a missing point counts 0), as Grafana stacks them."""
+    times = sorted({t for s in series for t in s.times})
+    return times, [[dict(zip(s.times, s.values, strict=True)).get(t, 0.0) for t in times] for s in series]
 
 
 def draw(
     prom: Prometheus, board_file: str, out_dir: Path, start: float, end: float, step: float = 1.0
 ) -> Path:
-    """One PNG with the main panels of one dashboard, laid out 3 by 3."""
+    """One PNG with the main panels of one dashboard, three to a row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,8 +163,14 @@ def draw(
         panel = by_title[title]
         defaults = panel["fieldConfig"]["defaults"]
         factor, unit_label = _scale(defaults.get("unit", ""))
-        for series in panel_series(prom, panel, start, end, step):
-            ax.plot(series.times, [v * factor for v in series.values], label=series.label, linewidth=1.4)
+        drawn = panel_series(prom, panel, start, end, step)
+        if defaults.get("custom", {}).get("stacking", {}).get("mode") == "normal" and drawn:
+            times, values = stacked(drawn)
+            scaled = [[v * factor for v in row] for row in values]
+            ax.stackplot(times, scaled, labels=[s.label for s in drawn], alpha=0.7)
+        else:
+            for series in drawn:
+                ax.plot(series.times, [v * factor for v in series.values], label=series.label, linewidth=1.4)
         for step_ in defaults.get("thresholds", {}).get("steps", []):
             if (
                 step_["value"] is not None

@@ -67,8 +67,9 @@ def test_service_monitor_scrapes_the_exporter_port() -> None:
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
     service = one(docs, "Service", "mc-mobius-cache-redis")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
+    assert set(endpoints) == {"metrics", "key-groups"}
+    assert set(endpoints) <= {p["name"] for p in service["spec"]["ports"]}
     assert not find(render({**ON, "exporter.enabled": False}, *APIS), "ServiceMonitor")
 
 

@@ -102,9 +102,13 @@ def test_auth_password_comes_from_the_secret_only() -> None:
     secret = one(docs, "Secret", "mc-mobius-cache-redis")
     assert set(secret["data"]) == {"redis-password"}
     sts = one(docs, "StatefulSet")
-    redis, exporter = pod_spec(sts)["containers"]
+    redis, exporter, key_groups = pod_spec(sts)["containers"]
     assert redis["args"] == ["/etc/redis/redis.conf", "--requirepass", "$(REDIS_PASSWORD)"]
-    for container, names in ((redis, ("REDIS_PASSWORD", "REDISCLI_AUTH")), (exporter, ("REDIS_PASSWORD",))):
+    for container, names in (
+        (redis, ("REDIS_PASSWORD", "REDISCLI_AUTH")),
+        (exporter, ("REDIS_PASSWORD",)),
+        (key_groups, ("REDIS_PASSWORD",)),
+    ):
         for name in names:
             ref = _env(container)[name]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "mc-mobius-cache-redis", "key": "redis-password"}
@@ -154,7 +158,7 @@ def test_exporter_off_removes_container_and_port() -> None:
 
 
 def test_redis_has_probes_and_resources() -> None:
-    redis, exporter = pod_spec(one(render({}), "StatefulSet"))["containers"]
+    redis, exporter, _key_groups = pod_spec(one(render({}), "StatefulSet"))["containers"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert "redis-cli" in " ".join(redis[probe]["exec"]["command"])
     assert redis["resources"]["limits"]["memory"] == "1536Mi"
@@ -195,7 +199,7 @@ def test_pdb_and_network_policy() -> None:
     operator_labels = one(docs, "Deployment", "mc-mobius-cache-operator")["spec"]["selector"]["matchLabels"]
     assert {"podSelector": {"matchLabels": operator_labels}} in peers
     assert len(peers) == 3, "only labelled clients and the operator reach Redis"
-    assert metrics_rule == {"ports": [{"port": "metrics"}]}
+    assert metrics_rule == {"ports": [{"port": "metrics"}, {"port": "key-groups"}]}
 
 
 def test_helm_test_pod_is_a_labelled_client() -> None:

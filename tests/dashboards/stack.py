@@ -1,4 +1,5 @@
-"""A live monitoring stack on loopback: redis-server, a real mobius-sidecar, prometheus-redis-exporter and
+"""A live monitoring stack on loopback: redis-server, a real mobius-sidecar, prometheus-redis-exporter (and a
+second one counting keys per cache namespace, configured as the chart configures it) and
 Prometheus (1 s scrapes, the alert rules loaded), plus the workload that the live test and the previews use.
 
 Prometheus scrapes static targets that carry ``namespace`` and ``pod`` target labels, exactly as Kubernetes
@@ -16,10 +17,11 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -36,6 +38,14 @@ ALERT = 'ALERTS{alertname="%s"}'
 
 #: The measured workload: namespace -> (keys stored, keys never stored). Ratios 0.6 and 0.9 per pass.
 KEYSPACE = {"search": (30, 20), "document": (45, 5)}
+#: Keys written once besides (key template, count, value bytes), so every namespace has some memory.
+SHELF = (
+    ("document:shelf{i}:embedding", 300, 1536),
+    ("api:v1:users:{i}", 200, 700),
+    ("user:{i}:session", 200, 200),
+    ("project:{i}:metadata", 100, 150),
+    ("config:feature-{i}", 20, 2048),
+)
 
 
 def poll(what: str, check: Callable[[], bool], timeout: float = 15.0, interval: float = 0.1) -> None:
@@ -88,6 +98,20 @@ def _exe(name: str) -> str:
     return path
 
 
+def prometheus(workdir: Path, config: Mapping[str, Any], port: int) -> Proc:
+    """Prometheus on loopback with ``config`` (rule files relative to ``workdir``), its data in ``workdir``."""
+    path = workdir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
+    args = [
+        _exe("prometheus"),
+        f"--config.file={path}",
+        f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address={HOST}:{port}",
+        "--log.level=warn",
+    ]
+    return Proc("prometheus", args, workdir / "prometheus.log")
+
+
 @dataclass
 class Tally:
     """What the workload itself saw: hits and lookups per cache namespace, from the sidecar's answers."""
@@ -115,6 +139,7 @@ class Stack:
     redis: RedisServer = field(init=False)
     sidecar: Proc = field(init=False)
     exporter: Proc = field(init=False)
+    key_groups: Proc = field(init=False)
     prometheus: Proc = field(init=False)
     sidecar_port: int = 0
     prom_port: int = 0
@@ -166,25 +191,23 @@ class Stack:
             ],
             self.workdir / "exporter.log",
         ).start()
-        config = self.workdir / "prometheus.yml"
-        shutil.copy(RULES_FILE, self.workdir / "alerts.rules.yaml")
-        config.write_text(yaml.safe_dump(self._prometheus_config(exporter_port)), encoding="utf-8")
-        self.prometheus = Proc(
-            "prometheus",
-            [
-                _exe("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                f"--web.listen-address={HOST}:{self.prom_port}",
-                "--log.level=warn",
-            ],
-            self.workdir / "prometheus.log",
+        # Imported here: tests.dashboards.keygroups builds on this module's Proc.
+        from tests.dashboards.keygroups import chart_env, exporter, scrape_job
+
+        key_groups_port = free_port()
+        self.key_groups = exporter(
+            self.redis.port, key_groups_port, self.workdir / "key-groups.log", chart_env()
         ).start()
+        shutil.copy(RULES_FILE, self.workdir / "alerts.rules.yaml")
+        config = self._prometheus_config(exporter_port)
+        labels = {"namespace": K8S_NAMESPACE, "pod": REDIS_POD}
+        config["scrape_configs"].append(scrape_job("redis-key-groups", key_groups_port, labels))
+        self.prometheus = prometheus(self.workdir, config, self.prom_port).start()
         poll("the sidecar", lambda: self._ok(f"{self.sidecar_url}/healthz"), timeout=30)
         poll("Prometheus", lambda: self._ok(f"{self.prom_url}/-/ready"), timeout=30)
         return self
 
-    def _prometheus_config(self, exporter_port: int) -> dict[str, object]:
+    def _prometheus_config(self, exporter_port: int) -> dict[str, Any]:
         def job(name: str, port: int, pod: str) -> dict[str, object]:
             labels = {"namespace": K8S_NAMESPACE, "pod": pod}
             return {"job_name": name, "static_configs": [{"targets": [f"{HOST}:{port}"], "labels": labels}]}
@@ -199,7 +222,7 @@ class Stack:
         }
 
     def _ok(self, url: str) -> bool:
-        for proc in (self.sidecar, self.exporter, self.prometheus):
+        for proc in (self.sidecar, self.exporter, self.key_groups, self.prometheus):
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
         with contextlib.suppress(httpx.HTTPError):
@@ -207,7 +230,7 @@ class Stack:
         return False
 
     def close(self) -> None:
-        for proc in (self.prometheus, self.exporter, self.sidecar):
+        for proc in (self.prometheus, self.key_groups, self.exporter, self.sidecar):
             with contextlib.suppress(Exception):
                 proc.stop()
         with contextlib.suppress(Exception):
@@ -306,11 +329,16 @@ def drive(stack: Stack, prom: Prometheus) -> Run:
     with httpx.Client(base_url=stack.sidecar_url, timeout=5.0) as http:
         for namespace, (stored, _absent) in KEYSPACE.items():
             for i in range(stored):
-                tags = [f"tag:{namespace}"]
-                r = http.put(
-                    f"/v1/cache/{key(namespace, i, True)}", params={"ttl": 600, "tag": tags}, content=b"v"
-                )
+                params: dict[str, Any] = {"ttl": 600, "tag": [f"tag:{namespace}"]}
+                if namespace == "search":  # dependency index keys too (the key-group panels show them)
+                    params["depends_on"] = [f"project:{i % 3}:metadata"]
+                r = http.put(f"/v1/cache/{key(namespace, i, True)}", params=params, content=b"v")
                 assert r.status_code == 204, r.text
+        # More keys, sized like their namespaces' values (~0.9 MB), for the key-group panels; not read again.
+        for template, count, size in SHELF:
+            items = [{"key": template.format(i=i), "value": "x" * size, "ttl": 600} for i in range(count)]
+            r = http.post("/v1/batch/set", json={"items": items})
+            assert r.status_code == 200 and r.json()["stored"] == count, r.text
         # Warm-up: every series the measured pass touches exists and has been scraped before it starts.
         read_pass(http, None)
         stack.wait_scraped(prom)

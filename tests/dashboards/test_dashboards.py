@@ -257,3 +257,113 @@ def test_alert_rules_cover_the_agreed_alerts_and_are_documented() -> None:
         )
         assert anchor == name.lower()
         assert f"alertname: {name}" in tested, f"{name} has no promtool unit test"
+
+
+KEY_GROUP_PANELS = (
+    "Keys by namespace",
+    "Memory by namespace",
+    "Namespace share of maxmemory",
+    "Index keys share",
+    "Key-group scan duration",
+)
+
+
+def test_redis_dashboard_has_the_key_group_panels() -> None:
+    redis = _by_title("mobius-cache-redis.json")
+    for title in KEY_GROUP_PANELS:
+        assert title in redis, title
+    for title in ("Keys by namespace", "Memory by namespace"):
+        assert redis[title]["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal", title
+        legend = redis[title]["options"]["legend"]
+        # The legend is the list of top consumers: a table sorted by the last value, largest first.
+        assert (legend["displayMode"], legend["sortBy"], legend["sortDesc"]) == ("table", "Last *", True)
+    assert redis["Memory by namespace"]["fieldConfig"]["defaults"]["unit"] == "bytes"
+    share = redis["Namespace share of maxmemory"]
+    alert = next(r for r in alert_rules() if r["alert"] == "MobiusCacheNamespaceMemoryShareHigh")
+    threshold = float(alert["expr"].rsplit(">", 1)[1])
+    assert _steps(share) == [threshold], "the dashed line is the alert's default threshold"
+    legends = [t["legendFormat"] for t in redis["Index keys share"]["targets"]]
+    assert legends == ["keys", "memory"]
+
+
+@needs_promtool
+def test_key_group_queries_on_edge_cases(tmp_path: Path) -> None:
+    """promtool evaluates the real key-group panel queries: groups are summed over databases and primaries
+    only (a replica's copy is not counted twice), the index share is 0 (not empty) without any index key,
+    and the share of maxmemory leaves out a server without a limit."""
+    redis = "mobius-cache-redis.json"
+    keys = substitute(_expr(redis, "Keys by namespace"))
+    share = substitute(_expr(redis, "Namespace share of maxmemory"))
+    index_keys = substitute(_expr(redis, "Index keys share", "A"))
+    index_memory = substitute(_expr(redis, "Index keys share", "B"))
+
+    def series(metric: str, pod: str, value: str, **labels: str) -> dict[str, str]:
+        extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+        return {"series": f'{metric}{{namespace="shop", pod="{pod}"{extra}}}', "values": value}
+
+    count, memory = "redis_key_group_count", "redis_key_group_memory_usage_bytes"
+    primary = [
+        series("redis_instance_info", "redis-0", "1x10", role="master"),
+        series("redis_memory_max_bytes", "redis-0", "1000x10"),
+        series(count, "redis-0", "6x10", db="db0", key_group="mobius:search"),
+        series(count, "redis-0", "2x10", db="db1", key_group="mobius:search"),
+        series(count, "redis-0", "2x10", db="db0", key_group="mobius:~tag"),
+        series(memory, "redis-0", "400x10", db="db0", key_group="mobius:search"),
+        series(memory, "redis-0", "100x10", db="db0", key_group="mobius:~tag"),
+        # its replica holds the same keys again
+        series("redis_instance_info", "redis-1", "1x10", role="slave"),
+        series("redis_memory_max_bytes", "redis-1", "1000x10"),
+        series(count, "redis-1", "8x10", db="db0", key_group="mobius:search"),
+        series(memory, "redis-1", "400x10", db="db0", key_group="mobius:search"),
+    ]
+    unlimited = [
+        series("redis_instance_info", "redis-2", "1x10", role="master"),
+        series("redis_memory_max_bytes", "redis-2", "0x10"),
+        series(count, "redis-2", "5x10", db="db0", key_group="mobius:user"),
+        series(memory, "redis-2", "300x10", db="db0", key_group="mobius:user"),
+    ]
+
+    def case(
+        inputs: list[dict[str, str]], checks: list[tuple[str, list[tuple[str, float]]]]
+    ) -> dict[str, object]:
+        return {
+            "interval": "1m",
+            "input_series": inputs,
+            "promql_expr_test": [
+                {
+                    "expr": expr,
+                    "eval_time": "5m",
+                    "exp_samples": [{"labels": labels, "value": value} for labels, value in samples],
+                }
+                for expr, samples in checks
+            ],
+        }
+
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            case(
+                primary,
+                [
+                    (keys, [('{key_group="mobius:search"}', 8), ('{key_group="mobius:~tag"}', 2)]),
+                    (share, [('{key_group="mobius:search"}', 0.4), ('{key_group="mobius:~tag"}', 0.1)]),
+                    (index_keys, [("{}", 0.2)]),
+                    (index_memory, [("{}", 0.2)]),
+                ],
+            ),
+            case(
+                unlimited,
+                [
+                    (keys, [('{key_group="mobius:user"}', 5)]),
+                    (share, []),
+                    (index_keys, [("{}", 0)]),
+                    (index_memory, [("{}", 0)]),
+                ],
+            ),
+        ],
+    }
+    test_file = tmp_path / "keygroups.test.yaml"
+    test_file.write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+    result = promtool("test", "rules", test_file)
+    assert result.returncode == 0, result.stdout + result.stderr

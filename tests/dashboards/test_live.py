@@ -23,6 +23,7 @@ import pytest
 
 from dashboards import preview
 from dashboards.preview import Prometheus
+from tests.dashboards.keygroups import helm_missing
 from tests.dashboards.panels import PanelQuery, queries, substitute
 from tests.dashboards.stack import KEYSPACE, Run, Stack, drive
 
@@ -34,6 +35,7 @@ pytestmark = [
         ),
         reason="needs prometheus, promtool, prometheus-redis-exporter and redis-server (`make test`)",
     ),
+    pytest.mark.skipif(bool(helm_missing()), reason=helm_missing() or "helm present"),
 ]
 
 

@@ -188,6 +188,11 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
 {{- if and .Values.monitoring.podMonitor.enabled (not .Values.sidecar.metricsPort) -}}
   {{- $messages = append $messages "monitoring.podMonitor.enabled needs sidecar.metricsPort: the sidecar's API port is loopback only, Prometheus can scrape only the metrics port" -}}
 {{- end -}}
+{{- with .Values.exporter.keyGroups -}}
+  {{- if gt (include "mobius-cache.durationMs" .scrapeTimeout | int64) (include "mobius-cache.durationMs" .interval | int64) -}}
+    {{- $messages = append $messages (printf "exporter.keyGroups.scrapeTimeout (%s) must not exceed exporter.keyGroups.interval (%s): Prometheus refuses such a scrape configuration" .scrapeTimeout .interval) -}}
+  {{- end -}}
+{{- end -}}
 {{- if gt (int64 .Values.cacheConfig.defaultTTL) (int64 .Values.cacheConfig.maxTTL) -}}
   {{- $messages = append $messages (printf "cacheConfig.defaultTTL (%v) must not exceed cacheConfig.maxTTL (%v)" .Values.cacheConfig.defaultTTL .Values.cacheConfig.maxTTL) -}}
 {{- end -}}
