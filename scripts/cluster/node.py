@@ -30,11 +30,19 @@ COREDNS_VERSION = "v1.14.7"
 COREDNS_IMAGE = f"local/coredns:{COREDNS_VERSION}"
 CNI_BIN = "/usr/lib/cni"
 NETNS_DIR = Path("/var/run/netns")
-# The images the chart names, made locally (scripts/cluster/dockerfiles/*.Dockerfile) when no registry answers.
-CHART_IMAGES = {
-    "redis:7.2.7-alpine": "redis.Dockerfile",
-    "oliver006/redis_exporter:v1.67.0": "redis-exporter.Dockerfile",
-}
+CHART_VALUES = HERE.parent.parent / "charts" / "mobius-cache" / "values.yaml"
+# The third-party images the chart names (read from its values), made locally from Debian's packages
+# (scripts/cluster/dockerfiles/*.Dockerfile) because no registry answers here.
+CHART_IMAGE_RECIPES = {"redis": "redis.Dockerfile", "exporter": "redis-exporter.Dockerfile"}
+
+
+def chart_image_refs() -> dict[str, str]:
+    """{recipe: "repository:tag"} for Redis and the exporter, as the chart's values.yaml names them."""
+    import yaml  # the project's venv has it; only the node needs it
+
+    values = yaml.safe_load(CHART_VALUES.read_text())
+    images = {"redis": values["redis"]["image"], "exporter": values["exporter"]["image"]}
+    return {key: f"{image['repository']}:{image['tag']}" for key, image in images.items()}
 
 
 def containerd_config(state_dir: Path) -> Path:
@@ -152,11 +160,12 @@ def coredns_image(host: str | None, binary: Path) -> str:
 def chart_images(host: str | None, base: str) -> list[str]:
     """The third-party images the chart names, built from Debian's packages on the local base."""
     built = []
-    for ref, dockerfile in CHART_IMAGES.items():
+    for key, ref in chart_image_refs().items():
+        dockerfile = CHART_IMAGE_RECIPES[key]
         if not _has(host, ref):
             with tempfile.TemporaryDirectory(prefix="mobius-chartimg-") as tmp:
                 context = Path(tmp)
-                if "exporter" in ref:
+                if key == "exporter":
                     shutil.copy("/usr/bin/prometheus-redis-exporter", context / "redis_exporter")
                 result = _docker(
                     host, "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",

@@ -1,4 +1,4 @@
-# The Redis image the chart names (redis:7.2.7-alpine), made from Debian 12's redis-server package because no
+# The Redis image the chart names (redis.image in its values: redis:7.2.7-alpine), made from Debian 12's redis-server package because no
 # registry answers here: Redis 7.0.15, not 7.2.7 (the label says so). Same contract as the official image for the
 # chart: `redis-server` and `redis-cli` on PATH, runs as any uid (the chart uses 999), data in /data.
 ARG BASE_IMAGE=local/debian-python:bookworm
