@@ -227,12 +227,12 @@ def register(
     async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
         _configure_kopf(settings)
         memo["api"] = api = await Kube.connect(timeout=options.kube_timeout)
-        memo["tasks"] = [
+        memo.setdefault("tasks", []).append(
             asyncio.create_task(
                 reassert_forever(reconciler, api, kwargs["cacheconfigs"], kwargs["claims_by_target"]),
                 name="reassert",
             )
-        ]
+        )
         if options.default_cacheconfig is not None:
             memo["tasks"].append(
                 asyncio.create_task(ensure_default(api, options), name="default-cacheconfig")

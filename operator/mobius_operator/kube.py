@@ -273,6 +273,51 @@ class Kube:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeError(f"cannot write {plural} {namespace}/{name}: {exc or type(exc).__name__}") from exc
 
+    async def uninjected_pods(self, namespace: str, deployment: str) -> tuple[int, int]:
+        """(live pods, those that asked for the sidecar but were admitted without it) of the Deployment."""
+        try:
+            obj = await self.apps.read_namespaced_deployment(
+                deployment, namespace, _request_timeout=self.timeout
+            )
+            selector = ",".join(f"{k}={v}" for k, v in (obj.spec.selector.match_labels or {}).items())
+            pods = await self.core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            raise KubeError(
+                f"cannot list the pods of Deployment {namespace}/{deployment}: {exc.status} {exc.reason}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(
+                f"cannot list the pods of Deployment {namespace}/{deployment}: {exc or type(exc).__name__}"
+            ) from exc
+        live = [p for p in pods.items if p.metadata.deletion_timestamp is None]
+        missed = 0
+        for pod in live:
+            annotations = pod.metadata.annotations or {}
+            if annotations.get("cache.mobius.io/inject") == "true":
+                missed += annotations.get("cache.mobius.io/injected") != "true"
+        return len(live), missed
+
+    async def restart_deployment(self, namespace: str, deployment: str) -> None:
+        """What `kubectl rollout restart` does: a new pod-template annotation, so new pods replace the old."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body: Any = {
+            "spec": {"template": {"metadata": {"annotations": {"cache.mobius.io/restartedAt": now}}}}
+        }
+        try:
+            await self.apps.patch_namespaced_deployment(
+                deployment, namespace, body, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            raise KubeError(
+                f"cannot restart Deployment {namespace}/{deployment}: {exc.status} {exc.reason}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(
+                f"cannot restart Deployment {namespace}/{deployment}: {exc or type(exc).__name__}"
+            ) from exc
+
 
 class InvalidObjectError(KubeError):
     """The API server refused an object as invalid (422): fix the values, do not retry."""

@@ -135,6 +135,12 @@ class InjectorSettings(BaseSettings):
     default_config: str = Field(
         default="", description="CacheConfig whose <name>-policy ConfigMap pods that name none mount"
     )
+    restart_uninjected: list[str] = Field(
+        default_factory=list,
+        description="Deployments in the operator's namespace to restart once if their pods missed injection "
+        "(the chart's example app, created in the same moment as the injector)",
+    )
+    namespace: str = Field(default="", description="the operator's namespace (from the downward API)")
     lookup_timeout: float = Field(
         default=2.0, gt=0, le=30, description="timeout of the CacheConfig read during an admission"
     )

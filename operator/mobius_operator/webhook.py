@@ -27,6 +27,7 @@ from mobius_operator.settings import InjectorSettings
 __all__ = ["WEBHOOK_ID", "register"]
 
 WEBHOOK_ID = "inject-sidecar"
+log = logging.getLogger("mobius_operator.webhook")
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -45,6 +46,13 @@ def register(registry: kopf.OperatorRegistry, options: InjectorSettings) -> None
             pkeyfile=options.key_file,
             file_check_interval=options.cert_check_interval,
         )
+
+    @kopf.on.startup(id="injector_repair", registry=registry)
+    async def repair(memo: Any, **_: Any) -> None:
+        if options.restart_uninjected and options.namespace:
+            memo.setdefault("tasks", []).append(
+                asyncio.create_task(restart_uninjected(memo, options), name="restart-uninjected")
+            )
 
     @kopf.on.mutate(
         "v1",
@@ -115,3 +123,33 @@ async def _post(api: Kube, target: Mapping[str, Any], reason: str, message: str,
         await api.post_event(target, type_="Warning", reason=reason, message=message)
     except KubeError as exc:
         logger.warning(f"Could not record the Event: {exc}")
+
+
+async def restart_uninjected(
+    memo: Any, options: InjectorSettings, *, attempts: int = 24, every: float = 5.0
+) -> None:
+    """Restart, once each, the listed Deployments whose pods were admitted before the injector answered.
+
+    `helm install` creates the chart's example app in the same moment as the operator and its webhook
+    configuration (Helm creates webhook configurations after Deployments), so its first pods may be admitted
+    without the sidecar. The webhook answers once this operator runs; a restart then gets them injected.
+    """
+    pending = list(options.restart_uninjected)
+    for _ in range(attempts):
+        await asyncio.sleep(every)
+        api: Kube | None = memo.get("api")
+        if api is None:
+            continue
+        for deployment in list(pending):
+            try:
+                missed = await api.uninjected_pods(options.namespace, deployment)
+                if missed:
+                    await api.restart_deployment(options.namespace, deployment)
+                    log.info(
+                        f"restarted Deployment {deployment}: {missed} pod(s) missed the sidecar at admission"
+                    )
+                pending.remove(deployment)
+            except KubeError as exc:
+                log.warning(f"checking Deployment {deployment} for missed injection: {exc}")
+        if not pending:
+            return

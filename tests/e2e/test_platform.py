@@ -98,7 +98,7 @@ def test_helm_install_wait_brings_every_pod_up_and_helm_test_passes(kube: Cluste
         assert pod["status"]["phase"] == "Running" and ready["Ready"] == "True", pod["metadata"]["name"]
     redis = kube.get("pod", REDIS_POD, NS)
     assert redis is not None
-    assert {c["name"] for c in redis["spec"]["containers"]} == {"redis", "exporter"}
+    assert {c["name"] for c in redis["spec"]["containers"]} == {"redis", "exporter", "key-groups"}
     # The default CacheConfig (created by the in-cluster operator) is Ready with Redis's real settings.
     wait_for(
         "the default CacheConfig Ready", lambda: condition(kube, CACHECONFIG).get("status") == "True", 120

@@ -343,6 +343,15 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
   value: {{ .Values.sidecar.containerSecurityContext | toJson | quote }}
 - name: MOBIUS_INJECTOR_CLIENT_LABEL
   value: {{ include "mobius-cache.clientLabel" . }}
+- name: MOBIUS_INJECTOR_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- if .Values.example.enabled }}
+# The example app is created in the same moment as the injector: restarted once if it missed the sidecar.
+- name: MOBIUS_INJECTOR_RESTART_UNINJECTED
+  value: {{ list (printf "%s-example" (include "mobius-cache.fullname" .)) | toJson | quote }}
+{{- end }}
 - name: MOBIUS_INJECTOR_REDIS_URL
   value: {{ include "mobius-cache.redis.url" . | quote }}
 - name: MOBIUS_INJECTOR_REDIS_SECRET_NAME
