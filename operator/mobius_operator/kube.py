@@ -303,7 +303,7 @@ class Kube:
         """What `kubectl rollout restart` does: a new pod-template annotation, so new pods replace the old."""
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body: Any = {
-            "spec": {"template": {"metadata": {"annotations": {"cache.mobius.io/restartedAt": now}}}}
+            "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}
         }
         try:
             await self.apps.patch_namespaced_deployment(

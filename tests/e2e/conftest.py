@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,19 @@ def node_cluster() -> Cluster:
         pytest.fail(
             "the end-to-end tests need root: the node makes network namespaces, mounts and iptables rules"
         )
-    return Cluster.up(node=True, state_dir=STATE_DIR)
+    cluster = Cluster.up(node=True, state_dir=STATE_DIR)
+    # The project's images as built now (make e2e builds them first): a reused node may hold older ones.
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert version is not None
+    refs = [f"mobius/cache-sidecar:{version.group(1)}", f"mobius/cache-operator:{version.group(1)}"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "cluster" / "cluster.py"), "load-images", *refs],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MOBIUS_CLUSTER_DIR": str(STATE_DIR)},
+        timeout=600,
+    )
+    return cluster
 
 
 @contextlib.contextmanager

@@ -109,7 +109,32 @@ def test_helm_install_wait_brings_every_pod_up_and_helm_test_passes(kube: Cluste
     print(f"helm install --wait took {took:.1f} s")
 
 
+def injected(pod: dict[str, Any]) -> bool:
+    return (pod["metadata"].get("annotations") or {}).get("cache.mobius.io/injected") == "true"
+
+
 def test_the_example_pod_got_the_sidecar_injected(kube: Cluster) -> None:
+    # Its first pod may have been admitted before the injector answered: the operator then restarts it once.
+    wait_for(
+        "an injected example pod",
+        lambda: any(injected(p) for p in kube.items("pods", NS, "app.kubernetes.io/component=example")),
+        90,
+    )
+    kube.kubectl("rollout", "status", "-n", NS, f"deployment/{EXAMPLE}", "--timeout=120s", timeout=150)
+    wait_for(
+        "one example pod",
+        lambda: (
+            len(
+                [
+                    p
+                    for p in kube.items("pods", NS, "app.kubernetes.io/component=example")
+                    if not p["metadata"].get("deletionTimestamp")
+                ]
+            )
+            == 1
+        ),
+        90,
+    )
     pod = example_pod(kube)
     (sidecar,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "mobius-sidecar"]
     assert sidecar["restartPolicy"] == "Always" and "startupProbe" in sidecar
