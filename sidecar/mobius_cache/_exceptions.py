@@ -98,6 +98,10 @@ def translate(exc: BaseException) -> CacheError:
         isinstance(exc, redis_errors.ConnectionError) and "No connection available" in str(exc)
     ):
         err: CacheError = PoolExhaustedError(f"no free Redis connection: {exc}")
+    elif isinstance(exc, redis_errors.ReadOnlyError):
+        err = CacheUnavailableError(
+            f"Redis is read-only here (a replica, or a master demoted by a failover; reconnecting): {exc}"
+        )
     elif isinstance(exc, _CLUSTER_TRANSIENT):
         err = CacheUnavailableError(f"Redis Cluster cannot serve this now (failover?): {exc}")
     elif isinstance(exc, redis_errors.TimeoutError | TimeoutError):
