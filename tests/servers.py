@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 HOST = "127.0.0.1"
 
@@ -96,7 +98,13 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = redis.Redis(  # no retries: redis-py 8 retries a refused HELLO (requirepass) for seconds
+            host=HOST,
+            port=self.port,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             while time.monotonic() < deadline:
                 try:
@@ -316,8 +324,11 @@ class SentinelGroup:
         ]
         if self.password:
             lines.append(f"sentinel auth-pass {self.name} {self.password}")
-        if self.sentinel_password:
-            lines.append(f"requirepass {self.sentinel_password}")
+        if self.sentinel_password:  # the Sentinels talk to each other with it too
+            lines += [
+                f"requirepass {self.sentinel_password}",
+                f"sentinel sentinel-pass {self.sentinel_password}",
+            ]
         conf = workdir / "sentinel.conf"  # Sentinel rewrites its own file: one writable file each
         conf.write_text("\n".join(lines) + "\n")
         exe = shutil.which("redis-server")

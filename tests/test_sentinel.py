@@ -64,7 +64,7 @@ def test_sentinel_urls_parse(url: str, expected: SentinelURL) -> None:
         ("redis+sentinel://s1:26379/", "names no master"),
         ("redis+sentinel:///mymaster", "invalid Sentinel address ''"),
         ("redis+sentinel://s1:26379,,s2/m", "invalid Sentinel address ''"),
-        ("redis+sentinel://s1:0/m", "invalid Sentinel port"),
+        ("redis+sentinel://s1:0/m", "invalid Sentinel address"),
         ("redis+sentinel://s1:99999/m", "invalid Sentinel port"),
         ("redis+sentinel://s1:port/m", "invalid Sentinel address"),
         ("redis+sentinel://s1/m/zero", "database in a Sentinel URL is a number"),

@@ -25,8 +25,8 @@ __all__ = ["SENTINEL_SCHEMES", "SentinelURL", "is_sentinel_url", "parse_sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
-_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?$")
-_NAME_RE = re.compile(r"^[^\s/?#]{1,255}$")
+_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::([1-9][0-9]{0,4}))?$")  # as in the CRD
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")  # the CRD's pattern is the same
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,13 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         raise ValueError(f"the Sentinel URL names no master (the Sentinels' service name): {form}")
     if len(parts) > 2:
         raise ValueError(f"the Sentinel URL's path is /<master-name>[/<db>], not /{path}")
-    name = unquote(parts[0])
+    name = parts[0]
     if not _NAME_RE.match(name):
-        raise ValueError(f"invalid master name {name!r}: 1-255 characters, no whitespace, '/', '?' or '#'")
+        raise ValueError(f"invalid master name {name!r}: 1-255 of A-Z, a-z, 0-9, '.', '_' and '-'")
     db = 0
     if len(parts) == 2:
-        if not parts[1].isdigit() or len(parts[1]) > 5:
-            raise ValueError(f"the database in a Sentinel URL is a number, not {parts[1]!r}")
+        if not re.fullmatch(r"[0-9]{1,2}", parts[1]):
+            raise ValueError(f"the database in a Sentinel URL is a number 0-99, not {parts[1]!r}")
         db = int(parts[1])
     return SentinelURL(
         sentinels=sentinels,
