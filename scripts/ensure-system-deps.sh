@@ -12,6 +12,7 @@ if [ "${1:-}" != "--redis-only" ]; then
   command -v prometheus-redis-exporter >/dev/null 2>&1 || want+=(prometheus-redis-exporter)
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
   command -v unzip >/dev/null 2>&1 || want+=(unzip)
+  command -v openssl >/dev/null 2>&1 || want+=(openssl)  # throwaway TLS certificates for the TLS tests
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 

@@ -51,9 +51,62 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = HOST) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost (made with the openssl CLI)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> TLSFiles:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca, ca_key = directory / "ca.crt", directory / "ca.key"
+        cert, key, csr = directory / "redis.crt", directory / "redis.key", directory / "redis.csr"
+        ext = directory / "san.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for cmd in (
+            ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=mobius-test-ca"],
+            ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
+            [
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                ca,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-out",
+                cert,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        ):
+            subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True, timeout=30)
+        key.chmod(0o600)
+        return cls(ca, cert, key)
+
+    def server_args(self, port: int) -> list[str]:
+        """redis-server options: TLS only on ``port`` (no plain TCP), TLS to the master too, no client certs."""
+        return [
+            "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(self.cert), "--tls-key-file",
+            str(self.key), "--tls-ca-cert-file", str(self.ca), "--tls-replication", "yes", "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def client_kwargs(self) -> dict[str, object]:
+        return {"ssl": True, "ssl_ca_certs": str(self.ca)}
+
+
 @dataclass
 class RedisServer:
-    """One redis-server process on loopback. Restarting keeps the port (and, without persistence, loses data)."""
+    """One redis-server process on loopback. Restarting keeps the port (and, without persistence, loses data).
+    With ``tls``, it listens for TLS only."""
 
     port: int = 0
     maxmemory: str = "64mb"
@@ -61,10 +114,11 @@ class RedisServer:
     extra_args: list[str] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mr-")))
     proc: subprocess.Popen[bytes] | None = None
+    tls: TLSFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{HOST}:{self.port}/0"
 
     def start(self) -> RedisServer:
         if not self.port:
@@ -90,6 +144,7 @@ class RedisServer:
             str(self.workdir),
             "--logfile",
             str(self.workdir / f"redis-{self.port}.log"),
+            *(self.tls.server_args(self.port) if self.tls else []),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,12 +153,8 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(  # no retries: redis-py 8 retries a refused HELLO (requirepass) for seconds
-            host=HOST,
-            port=self.port,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            retry=Retry(NoBackoff(), 0),
+        client = self.client(  # no retries: redis-py 8 retries a refused HELLO (requirepass) for seconds
+            socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
         )
         try:
             while time.monotonic() < deadline:
@@ -123,7 +174,8 @@ class RedisServer:
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A plain synchronous redis-py client, for checking what the code under test did."""
-        return redis.Redis(host=HOST, port=self.port, **kwargs)  # type: ignore[arg-type]
+        tls = self.tls.client_kwargs() if self.tls else {}
+        return redis.Redis(host=HOST, port=self.port, **tls, **kwargs)  # type: ignore[arg-type]
 
     def kill(self) -> None:
         """SIGKILL: the server dies at once, as in a crash or an OOM kill."""
@@ -274,6 +326,7 @@ class SentinelGroup:
     name: str = SENTINEL_MASTER
     password: str | None = None
     sentinel_password: str | None = None
+    tls: TLSFiles | None = None  # TLS only, on every node and Sentinel
     replicas: int = 2
     sentinel_count: int = 3
     quorum: int = 2
@@ -281,22 +334,28 @@ class SentinelGroup:
     sentinels: list[RedisServer] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ms-")))
 
-    def url(self, *, db: int = 0, user: str | None = None, scheme: str = "redis+sentinel") -> str:
-        """``redis+sentinel://host:port,.../<name>/<db>`` (no password: it comes from the environment)."""
+    def url(self, *, db: int = 0, user: str | None = None) -> str:
+        """``redis+sentinel://host:port,.../<name>/<db>`` (no password: it comes from the environment); with
+        TLS ``rediss+sentinel://...?ssl_ca_certs=<the test CA>``."""
         hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
         auth = f"{user}@" if user else ""
-        return f"{scheme}://{auth}{hosts}/{self.name}/{db}"
+        if self.tls:
+            return f"rediss+sentinel://{auth}{hosts}/{self.name}/{db}?ssl_ca_certs={self.tls.ca}"
+        return f"redis+sentinel://{auth}{hosts}/{self.name}/{db}"
 
     def start(self, timeout: float = 30.0) -> SentinelGroup:
         auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
         fast_sync = ["--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1"]
-        master = RedisServer(maxmemory="64mb", workdir=self._dir("master"), extra_args=[*auth, *fast_sync])
+        master = RedisServer(
+            maxmemory="64mb", workdir=self._dir("master"), extra_args=[*auth, *fast_sync], tls=self.tls
+        )
         self.nodes.append(master.start())
         for i in range(self.replicas):
             replica = RedisServer(
                 maxmemory="64mb",
                 workdir=self._dir(f"replica{i}"),
                 extra_args=[*auth, *fast_sync, "--replicaof", HOST, str(master.port)],
+                tls=self.tls,
             )
             self.nodes.append(replica.start())
         for i in range(self.sentinel_count):
@@ -313,7 +372,7 @@ class SentinelGroup:
         workdir = self._dir(f"sentinel{i}")
         port = free_port()
         lines = [
-            f"port {port}",
+            f"port {port}" if not self.tls else "port 0",
             f"bind {HOST}",
             f"dir {workdir}",
             f"logfile {workdir / 'sentinel.log'}",
@@ -324,6 +383,15 @@ class SentinelGroup:
         ]
         if self.password:
             lines.append(f"sentinel auth-pass {self.name} {self.password}")
+        if self.tls:
+            lines += [
+                f"tls-port {port}",
+                f"tls-cert-file {self.tls.cert}",
+                f"tls-key-file {self.tls.key}",
+                f"tls-ca-cert-file {self.tls.ca}",
+                "tls-replication yes",  # TLS to the data nodes too
+                "tls-auth-clients no",
+            ]
         if self.sentinel_password:  # the Sentinels talk to each other with it too
             lines += [
                 f"requirepass {self.sentinel_password}",
@@ -334,7 +402,7 @@ class SentinelGroup:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get")
-        server = RedisServer(port=port, workdir=workdir)
+        server = RedisServer(port=port, workdir=workdir, tls=self.tls)
         server.proc = subprocess.Popen(
             [exe, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -7,6 +7,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -18,7 +19,7 @@ from mobius_cache._sentinel import SentinelLocator, pick_master
 from mobius_cache._sentinel_url import SentinelURL, parse_sentinel_url
 from tests.conftest import make_config
 from tests.failover import library_ops, run_failover
-from tests.servers import HOST, RedisServer, SentinelGroup, free_port
+from tests.servers import HOST, RedisServer, SentinelGroup, TLSFiles, free_port
 
 PW, SENTINEL_PW = "data-secret", "sentinel-secret"
 
@@ -375,3 +376,20 @@ async def test_sigkill_of_the_master_under_load(fresh_group: SentinelGroup, pref
                 break
             await asyncio.sleep(0.02)
         assert any(e["items"] == ["api:after-failover"] for e in events)
+
+
+# --- TLS (rediss+sentinel://): the Sentinels and the data nodes listen for TLS only ---------------------------------
+async def test_rediss_sentinel_talks_tls_to_the_sentinels_and_the_master(tmp_path: Path, prefix: str) -> None:
+    group = SentinelGroup(tls=TLSFiles.make(tmp_path / "tls")).start()
+    try:
+        assert group.url().startswith("rediss+sentinel://") and "ssl_ca_certs=" in group.url()
+        async with Cache(make_config(group.url(), prefix), registry=CollectorRegistry()) as cache:
+            await cache.set("api:tls", {"ok": True})
+            assert await cache.get("api:tls") == {"ok": True}
+            assert (await cache.health())["sentinel"]["master"] == f"{HOST}:{group.master().port}"
+        plain = group.url().replace("rediss+", "redis+").split("?")[0]
+        async with Cache(make_config(plain, prefix), registry=CollectorRegistry()) as cache:
+            with pytest.raises(CacheUnavailableError, match="no healthy master"):
+                await cache.set("api:plain", 1)  # plain TCP to a TLS-only Sentinel is refused
+    finally:
+        group.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from mobius_operator.reconcile import DesiredSettings, NodeState, RedisTarget, parse_target
 from mobius_operator.redis_admin import RedisAuthError, RedisRefusedError, RedisUnreachableError, ensure
-from tests.servers import HOST, RedisCluster, RedisServer, SentinelGroup, free_port, sentinel_group
+from tests.servers import HOST, RedisCluster, RedisServer, SentinelGroup, TLSFiles, free_port, sentinel_group
 
 MB = 1024 * 1024
 WANT = DesiredSettings(maxmemory=20 * MB, maxmemory_policy="allkeys-lfu")
@@ -195,3 +196,22 @@ async def test_down_nodes_are_reported_and_a_promoted_replica_is_configured() ->
         assert seen.nodes[0] == NodeState(f"{HOST}:{new.port}", "master", "Applied")
         assert f"{HOST}:{new.port} maxmemory-policy" in seen.corrected
         assert {n.state for n in seen.nodes[1:]} == {"Down"}  # both dead nodes, now listed as its replicas
+
+
+async def test_rediss_sentinel_configures_every_node_over_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = TLSFiles.make(tmp_path / "tls")
+    monkeypatch.setenv(
+        "SSL_CERT_FILE", str(tls.ca)
+    )  # the operator trusts the system's CAs (no CA setting yet)
+    group = SentinelGroup(tls=tls).start()
+    try:
+        target = parse_target({"url": group.url().split("?")[0]})
+        assert target.tls
+        seen = await ensure(target, None, WANT, timeout=2)
+        assert [n.state for n in seen.nodes] == ["Applied"] * 3
+        for node in group.nodes:
+            assert node_settings(group, node)["maxmemory"] == str(20 * MB)
+    finally:
+        group.close()
