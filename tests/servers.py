@@ -312,6 +312,8 @@ SENTINEL_MASTER = "mymaster"
 #: after the master is SIGKILLed.
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
+#: The passwords of the shared authenticated group (tests/conftest.py ``auth_sentinel_group``).
+GROUP_PASSWORD, GROUP_SENTINEL_PASSWORD = "data-pw", "sentinel-pw"
 
 
 @dataclass

@@ -19,9 +19,17 @@ from mobius_cache._sentinel import SentinelLocator, pick_master
 from mobius_cache._sentinel_url import SentinelURL, parse_sentinel_url
 from tests.conftest import make_config
 from tests.failover import library_ops, run_failover
-from tests.servers import HOST, RedisServer, SentinelGroup, TLSFiles, free_port
+from tests.servers import (
+    GROUP_PASSWORD,
+    GROUP_SENTINEL_PASSWORD,
+    HOST,
+    RedisServer,
+    SentinelGroup,
+    TLSFiles,
+    free_port,
+)
 
-PW, SENTINEL_PW = "data-secret", "sentinel-secret"
+PW, SENTINEL_PW = GROUP_PASSWORD, GROUP_SENTINEL_PASSWORD
 
 
 # --- the URL (pure) ------------------------------------------------------------------------------------------
@@ -119,14 +127,9 @@ def test_the_healthiest_newest_master_wins() -> None:
 
 
 # --- against a real group (shared; nothing here kills a node) ------------------------------------------------------
-@pytest.fixture(scope="module")
-def group() -> Iterator[SentinelGroup]:
-    """A group whose data nodes and Sentinels both require (different) passwords."""
-    g = SentinelGroup(password=PW, sentinel_password=SENTINEL_PW).start()
-    try:
-        yield g
-    finally:
-        g.close()
+@pytest.fixture
+def group(auth_sentinel_group: SentinelGroup) -> SentinelGroup:
+    return auth_sentinel_group
 
 
 def auth_config(group: SentinelGroup, prefix: str, **overrides: object) -> CacheConfig:

@@ -11,7 +11,17 @@ import pytest
 
 from mobius_operator.reconcile import DesiredSettings, NodeState, RedisTarget, parse_target
 from mobius_operator.redis_admin import RedisAuthError, RedisRefusedError, RedisUnreachableError, ensure
-from tests.servers import HOST, RedisCluster, RedisServer, SentinelGroup, TLSFiles, free_port, sentinel_group
+from tests.servers import (
+    GROUP_PASSWORD,
+    GROUP_SENTINEL_PASSWORD,
+    HOST,
+    RedisCluster,
+    RedisServer,
+    SentinelGroup,
+    TLSFiles,
+    free_port,
+    sentinel_group,
+)
 
 MB = 1024 * 1024
 WANT = DesiredSettings(maxmemory=20 * MB, maxmemory_policy="allkeys-lfu")
@@ -103,16 +113,18 @@ async def test_a_cluster_gets_the_settings_on_every_node(redis_cluster: RedisClu
 
 
 # --- behind Sentinel: the master and every replica the Sentinels list -------------------------------------------------
-PW, SENTINEL_PW = "data-pw", "sentinel-pw"
+PW, SENTINEL_PW = GROUP_PASSWORD, GROUP_SENTINEL_PASSWORD
 
 
-@pytest.fixture(scope="module")
-def group() -> Iterator[SentinelGroup]:
-    g = SentinelGroup(password=PW, sentinel_password=SENTINEL_PW).start()
-    try:
-        yield g
-    finally:
-        g.close()
+@pytest.fixture
+def group(auth_sentinel_group: SentinelGroup) -> Iterator[SentinelGroup]:
+    """The shared group, its nodes' memory settings put back afterwards."""
+    before = {n.port: node_settings(auth_sentinel_group, n) for n in auth_sentinel_group.nodes}
+    yield auth_sentinel_group
+    for node in auth_sentinel_group.nodes:
+        with auth_sentinel_group.node_client(node) as c:
+            for name, value in before[node.port].items():
+                c.config_set(name, value)
 
 
 def sentinel_target(group: SentinelGroup, url: str | None = None) -> RedisTarget:

@@ -10,19 +10,17 @@ import httpx
 import pytest
 
 from tests.failover import run_failover, sidecar_ops
-from tests.servers import HOST, SentinelGroup
+from tests.servers import GROUP_PASSWORD, GROUP_SENTINEL_PASSWORD, HOST, SentinelGroup, sentinel_group
 from tests.sidecar.procs import SidecarProcess
 
-PW, SENTINEL_PW = "data-pw", "sentinel-pw"
+PW, SENTINEL_PW = GROUP_PASSWORD, GROUP_SENTINEL_PASSWORD
 
 
 @pytest.fixture
 def group() -> Iterator[SentinelGroup]:
-    g = SentinelGroup(password=PW, sentinel_password=SENTINEL_PW).start()
-    try:
+    """A group of this test's own (its master is killed), with passwords like the shared one."""
+    with sentinel_group(password=PW, sentinel_password=SENTINEL_PW) as g:
         yield g
-    finally:
-        g.close()
 
 
 def sidecar_env(**extra: str) -> dict[str, str]:
