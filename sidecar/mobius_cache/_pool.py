@@ -19,9 +19,9 @@ OpenTelemetry's redis instrumentation is active (it patches that method) and as 
 
 Where connections go is an :class:`Endpoint` (a connection class and its arguments), built once from the URL
 by :func:`make_endpoint`. For ``redis+sentinel://`` the class is a :class:`~._sentinel.SentinelConnection`,
-which asks the Sentinels for the master whenever it opens a socket; the pool drops its idle connections and
-forgets the master when a connection breaks or a node replies READONLY (demoted by a failover), so the next
-connection goes to the new master.
+which asks the Sentinels for the master whenever it opens a socket. The pool drops its idle connections and
+forgets the master when a connection breaks or a node replies READONLY (demoted by a failover), and reopens
+every connection (``Pool.reset``) when the Sentinels announce a new master, so the next command goes there.
 """
 
 from __future__ import annotations
@@ -217,6 +217,9 @@ class Pool:
         """Every connection is to be reopened: close the idle ones now, the busy ones when released (e.g. the
         Sentinels named another master while the old one still answers)."""
         self.generation += 1
+        self._close_idle()
+
+    def _close_idle(self) -> None:
         stale, self._idle = list(self._idle), deque()
         for idle in stale:
             self._background(_quiet_disconnect(idle))
@@ -282,9 +285,7 @@ class Pool:
         command — the breaker's probe included — connects afresh instead of failing on a stale socket."""
         self._background(_quiet_disconnect(conn))
         if exc is not None and isinstance(exc, _SERVER_GONE):
-            stale, self._idle = list(self._idle), deque()
-            for idle in stale:
-                self._background(_quiet_disconnect(idle))
+            self._close_idle()
             if self._on_broken is not None:
                 self._on_broken(conn)
         while self._waiters:

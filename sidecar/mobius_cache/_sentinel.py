@@ -2,26 +2,26 @@
 
 :class:`SentinelLocator` asks every Sentinel at once (``SENTINEL MASTER <name>`` for the flags and the config
 epoch, ``SENTINEL GET-MASTER-ADDR-BY-NAME`` for the address it advertises — during a failover, the leader
-advertises the promoted replica as soon as it accepted the promotion) and believes the best answer: an
-address that is not flagged down, of the highest config epoch (every failover bumps it, so a Sentinel that has
-not heard of the latest one is outvoted). It decides as soon as a majority of the Sentinels has answered, so
-one hung Sentinel does not slow every lookup down. The address is cached
-until a connection to it fails or the node replies READONLY (it was demoted); the next connection then asks
-again. Lookups are single-flight: a pool opening 50 connections asks once.
+advertises the promoted replica as soon as it accepted the promotion) and believes the best answer: an address
+not flagged down, of the highest config epoch (every failover bumps it, so a Sentinel that has not heard of the
+latest one is outvoted). It decides as soon as a majority of the Sentinels has answered, so one hung Sentinel
+does not slow every lookup down. The address is cached until a connection to it fails or the node replies
+READONLY (it was demoted); the next connection then asks again. Lookups are single-flight: a pool opening 50
+connections asks once.
 
 A failover does not always break the connections to the old master: with ``SENTINEL FAILOVER`` (or a
-partition) the old master keeps accepting writes until the Sentinels get round to demoting it, and those
-writes are lost when it resyncs. So :meth:`SentinelLocator.watch` also listens on every Sentinel's
-``+switch-master`` channel (the first to announce wins); on a switch (or whenever a lookup finds another master than the last one) it
-tells its listeners — the pool reopens every connection, the circuit breaker probes at once, the event
+partition) the old master keeps accepting writes until the Sentinels get round to demoting it, and those writes
+are lost when it resyncs. So :meth:`SentinelLocator.watch` also listens on every Sentinel's ``+switch-master``
+channel (the first to announce wins). On a switch, or whenever a lookup finds another master than the last one,
+it tells its listeners — the pool reopens every connection, the circuit breaker probes at once, the event
 subscriber resubscribes — instead of waiting for the old master to fail.
 
 :class:`SentinelConnection` is a redis-py ``Connection`` whose socket-opening step (``_connect``) first asks
 the locator for the address. Every path that opens a connection goes through that step — redis-py's
-``connect()``, ``send_packed_command`` on a fresh connection, our pool's warm-up, a pub/sub client — so
-there is one place where the address is chosen, and no default host to fall back to. (redis-py's own
-``SentinelManagedConnection`` looks the master up in ``connect()`` only: a pool that connects through
-another path silently talks to localhost:6379.)
+``connect()``, ``send_packed_command`` on a fresh connection, our pool's warm-up, a pub/sub client — so there
+is one place where the address is chosen, and no default host to fall back to. (redis-py's own
+``SentinelManagedConnection`` looks the master up in ``connect()`` only: a pool that connects through another
+path silently talks to localhost:6379.)
 """
 
 from __future__ import annotations
