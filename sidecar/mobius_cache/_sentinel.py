@@ -99,6 +99,12 @@ def _down(state: Mapping[str, Any]) -> bool:
     return bool(state.get("is_sdown") or state.get("is_odown") or state.get("is_disconnected"))
 
 
+def _flags(state: Mapping[str, Any]) -> str:
+    """The flags as Sentinel writes them ("slave,s_down"); redis-py gives a set over RESP3, a string over RESP2."""
+    flags = state.get("flags", "")
+    return flags if isinstance(flags, str) else ",".join(sorted(str(f) for f in flags))
+
+
 class SentinelLocator:
     """Where the master of one Sentinel-monitored service is now.
 
@@ -240,9 +246,7 @@ class SentinelLocator:
         nodes = [SentinelNode(address[0], address[1], "master", False, "master")]
         for state in replicas:
             nodes.append(
-                SentinelNode(
-                    str(state["ip"]), int(state["port"]), "replica", _down(state), str(state["flags"])
-                )
+                SentinelNode(str(state["ip"]), int(state["port"]), "replica", _down(state), _flags(state))
             )
         return nodes
 

@@ -197,6 +197,9 @@ async def test_down_nodes_are_reported_and_a_promoted_replica_is_configured() ->
             await asyncio.sleep(0.2)
         states = {n.address: n.state for n in seen.nodes}
         assert states[f"{HOST}:{replicas[0].port}"] == "Down"
+        down = next(n for n in seen.nodes if n.state == "Down")
+        flags = down.message.removeprefix("flagged by the Sentinels: ").split(",")
+        assert "slave" in flags and {"s_down", "disconnected"} & set(flags), down.message
         assert states[f"{HOST}:{old.port}"] == states[f"{HOST}:{replicas[1].port}"] == "Applied"
 
         old.kill()
