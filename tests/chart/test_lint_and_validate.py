@@ -37,6 +37,15 @@ VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
     ),
     "example-and-namespace-scope": ({"example.enabled": True, "operator.scope": "namespace"}, []),
     "existing-secret": ({"redis.auth.existingSecret": "my-redis", "redis.networkPolicy.enabled": False}, []),
+    "injector-fail-opt-in": (
+        {
+            "injector.failurePolicy": "Fail",
+            "injector.reinvocationPolicy": "Never",
+            "injector.namespaceSelector": {"matchLabels": {"cache.mobius.io/injection": "enabled"}},
+        },
+        [],
+    ),
+    "injector-off-example": ({"injector.enabled": False, "example.enabled": True}, []),
 }
 
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.chart import helm
+from tests.chart.admitted import admitted, sidecar_of
 from tests.chart.helm import one, pod_spec, render
 
 WORKLOADS = ("StatefulSet", "Deployment", "Pod")
@@ -37,7 +38,7 @@ def test_maxmemory_and_policy_values_reach_redis_conf(maxmemory: str, policy: st
     }
     conf = redis_conf(values)
     assert (conf["maxmemory"], conf["maxmemory-policy"]) == (maxmemory, policy)
-    cacheconfig = one(render(values), "CacheConfig")
+    cacheconfig = helm.default_cacheconfig(render(values))
     assert (cacheconfig["spec"]["maxMemory"], cacheconfig["spec"]["evictionPolicy"]) == (maxmemory, policy)
 
 
@@ -107,7 +108,7 @@ def test_auth_password_comes_from_the_secret_only() -> None:
         for name in names:
             ref = _env(container)[name]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "mc-mobius-cache-redis", "key": "redis-password"}
-    spec = one(docs, "CacheConfig")["spec"]["redis"]
+    spec = helm.default_cacheconfig(docs)["spec"]["redis"]
     assert spec["passwordSecretRef"] == {"name": "mc-mobius-cache-redis", "key": "redis-password"}
     assert "protected-mode yes" in one(docs, "ConfigMap", "mc-mobius-cache-redis")["data"]["redis.conf"]
 
@@ -115,22 +116,23 @@ def test_auth_password_comes_from_the_secret_only() -> None:
 def test_generated_password_is_random_and_not_in_values() -> None:
     first = helm.objects(helm.template({}).stdout)
     second = helm.objects(helm.template({}).stdout)
-    assert one(first, "Secret")["data"] != one(second, "Secret")["data"]
+    secret = "mc-mobius-cache-redis"
+    assert one(first, "Secret", secret)["data"] != one(second, "Secret", secret)["data"]
 
 
 def test_existing_secret_is_used_and_nothing_generated() -> None:
     docs = render({"redis.auth.existingSecret": "corp-redis", "redis.auth.existingSecretPasswordKey": "pw"})
-    assert not helm.find(docs, "Secret")
+    assert not helm.find(docs, "Secret", "mc-mobius-cache-redis")
     redis = pod_spec(one(docs, "StatefulSet"))["containers"][0]
     assert _env(redis)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "corp-redis", "key": "pw"}
 
 
 def test_auth_off_renders_no_secret_and_no_password() -> None:
     docs = render({"redis.auth.enabled": False})
-    assert not helm.find(docs, "Secret")
+    assert not helm.find(docs, "Secret", "mc-mobius-cache-redis")
     redis = pod_spec(one(docs, "StatefulSet"))["containers"][0]
     assert "--requirepass" not in redis["args"] and "REDIS_PASSWORD" not in _env(redis)
-    assert "passwordSecretRef" not in one(docs, "CacheConfig")["spec"]["redis"]
+    assert "passwordSecretRef" not in helm.default_cacheconfig(docs)["spec"]["redis"]
 
 
 def test_persistence_uses_a_claim_and_snapshots() -> None:
@@ -216,12 +218,11 @@ def test_external_redis_points_everything_at_it() -> None:
         }
     )
     assert not helm.find(docs, "StatefulSet") and not helm.find(docs, "NetworkPolicy")
-    assert one(docs, "CacheConfig")["spec"]["redis"] == {
+    assert helm.default_cacheconfig(docs)["spec"]["redis"] == {
         "url": url,
         "passwordSecretRef": {"name": "managed", "key": "redis-password"},
     }
-    example = one(docs, "Deployment", "mc-mobius-cache-example")
-    sidecar = next(c for c in pod_spec(example)["containers"] if c["name"] == "mobius-sidecar")
+    sidecar = sidecar_of(admitted(docs, "mc-mobius-cache-example"))
     assert _env(sidecar)["MOBIUS_REDIS_URL"]["value"] == url
     test_env = {e["name"]: e for e in one(docs, "Pod")["spec"]["containers"][0]["env"]}
     assert test_env["REDIS_URL"]["value"] == url and "EXPECT_MAXMEMORY" not in test_env
