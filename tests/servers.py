@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 HOST = "127.0.0.1"
 
@@ -49,9 +51,62 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = HOST) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost (made with the openssl CLI)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> TLSFiles:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca, ca_key = directory / "ca.crt", directory / "ca.key"
+        cert, key, csr = directory / "redis.crt", directory / "redis.key", directory / "redis.csr"
+        ext = directory / "san.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for cmd in (
+            ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=mobius-test-ca"],
+            ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
+            [
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                ca,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-out",
+                cert,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        ):
+            subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True, timeout=30)
+        key.chmod(0o600)
+        return cls(ca, cert, key)
+
+    def server_args(self, port: int) -> list[str]:
+        """redis-server options: TLS only on ``port`` (no plain TCP), TLS to the master too, no client certs."""
+        return [
+            "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(self.cert), "--tls-key-file",
+            str(self.key), "--tls-ca-cert-file", str(self.ca), "--tls-replication", "yes", "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def client_kwargs(self) -> dict[str, object]:
+        return {"ssl": True, "ssl_ca_certs": str(self.ca)}
+
+
 @dataclass
 class RedisServer:
-    """One redis-server process on loopback. Restarting keeps the port (and, without persistence, loses data)."""
+    """One redis-server process on loopback. Restarting keeps the port (and, without persistence, loses data).
+    With ``tls``, it listens for TLS only."""
 
     port: int = 0
     maxmemory: str = "64mb"
@@ -59,10 +114,11 @@ class RedisServer:
     extra_args: list[str] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mr-")))
     proc: subprocess.Popen[bytes] | None = None
+    tls: TLSFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{HOST}:{self.port}/0"
 
     def start(self) -> RedisServer:
         if not self.port:
@@ -88,6 +144,7 @@ class RedisServer:
             str(self.workdir),
             "--logfile",
             str(self.workdir / f"redis-{self.port}.log"),
+            *(self.tls.server_args(self.port) if self.tls else []),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,7 +153,9 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = self.client(  # no retries: redis-py 8 retries a refused HELLO (requirepass) for seconds
+            socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
         try:
             while time.monotonic() < deadline:
                 try:
@@ -115,7 +174,8 @@ class RedisServer:
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A plain synchronous redis-py client, for checking what the code under test did."""
-        return redis.Redis(host=HOST, port=self.port, **kwargs)  # type: ignore[arg-type]
+        tls = self.tls.client_kwargs() if self.tls else {}
+        return redis.Redis(host=HOST, port=self.port, **tls, **kwargs)  # type: ignore[arg-type]
 
     def kill(self) -> None:
         """SIGKILL: the server dies at once, as in a crash or an OOM kill."""
@@ -244,3 +304,191 @@ class RedisCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+SENTINEL_MASTER = "mymaster"
+#: Sentinel timing of the test groups (and of the failover benchmark): a master is subjectively down after
+#: 1 s without a reply, and a stuck failover is retried after 5 s. RECIPES.md: a replica is promoted ~2.2 s
+#: after the master is SIGKILLed.
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 5000
+#: The passwords of the shared authenticated group (tests/conftest.py ``auth_sentinel_group``).
+GROUP_PASSWORD, GROUP_SENTINEL_PASSWORD = "data-pw", "sentinel-pw"
+
+
+@dataclass
+class SentinelGroup:
+    """One master, two ``--replicaof`` replicas and three Sentinels (quorum 2) on free loopback ports.
+
+    ``password`` protects the data nodes (requirepass + masterauth, and the Sentinels' ``auth-pass``);
+    ``sentinel_password`` protects the Sentinels themselves. ~5 s until every Sentinel sees both replicas
+    and both other Sentinels.
+    """
+
+    name: str = SENTINEL_MASTER
+    password: str | None = None
+    sentinel_password: str | None = None
+    tls: TLSFiles | None = None  # TLS only, on every node and Sentinel
+    replicas: int = 2
+    sentinel_count: int = 3
+    quorum: int = 2
+    nodes: list[RedisServer] = field(default_factory=list)
+    sentinels: list[RedisServer] = field(default_factory=list)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ms-")))
+
+    def url(self, *, db: int = 0, user: str | None = None) -> str:
+        """``redis+sentinel://host:port,.../<name>/<db>`` (no password: it comes from the environment); with
+        TLS ``rediss+sentinel://...?ssl_ca_certs=<the test CA>``."""
+        hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
+        auth = f"{user}@" if user else ""
+        if self.tls:
+            return f"rediss+sentinel://{auth}{hosts}/{self.name}/{db}?ssl_ca_certs={self.tls.ca}"
+        return f"redis+sentinel://{auth}{hosts}/{self.name}/{db}"
+
+    def start(self, timeout: float = 30.0) -> SentinelGroup:
+        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        fast_sync = ["--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1"]
+        master = RedisServer(
+            maxmemory="64mb", workdir=self._dir("master"), extra_args=[*auth, *fast_sync], tls=self.tls
+        )
+        self.nodes.append(master.start())
+        for i in range(self.replicas):
+            replica = RedisServer(
+                maxmemory="64mb",
+                workdir=self._dir(f"replica{i}"),
+                extra_args=[*auth, *fast_sync, "--replicaof", HOST, str(master.port)],
+                tls=self.tls,
+            )
+            self.nodes.append(replica.start())
+        for i in range(self.sentinel_count):
+            self.sentinels.append(self._start_sentinel(i, master.port))
+        self.wait_ready(timeout)
+        return self
+
+    def _dir(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir()
+        return path
+
+    def _start_sentinel(self, i: int, master_port: int) -> RedisServer:
+        workdir = self._dir(f"sentinel{i}")
+        port = free_port()
+        lines = [
+            f"port {port}" if not self.tls else "port 0",
+            f"bind {HOST}",
+            f"dir {workdir}",
+            f"logfile {workdir / 'sentinel.log'}",
+            f"sentinel monitor {self.name} {HOST} {master_port} {self.quorum}",
+            f"sentinel down-after-milliseconds {self.name} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {self.name} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel parallel-syncs {self.name} 1",
+        ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.name} {self.password}")
+        if self.tls:
+            lines += [
+                f"tls-port {port}",
+                f"tls-cert-file {self.tls.cert}",
+                f"tls-key-file {self.tls.key}",
+                f"tls-ca-cert-file {self.tls.ca}",
+                "tls-replication yes",  # TLS to the data nodes too
+                "tls-auth-clients no",
+            ]
+        if self.sentinel_password:  # the Sentinels talk to each other with it too
+            lines += [
+                f"requirepass {self.sentinel_password}",
+                f"sentinel sentinel-pass {self.sentinel_password}",
+            ]
+        conf = workdir / "sentinel.conf"  # Sentinel rewrites its own file: one writable file each
+        conf.write_text("\n".join(lines) + "\n")
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get")
+        server = RedisServer(port=port, workdir=workdir, tls=self.tls)
+        server.proc = subprocess.Popen(
+            [exe, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(port)
+        return server
+
+    def sentinel_client(self, i: int = 0) -> redis.Redis:
+        return self.sentinels[i].client(password=self.sentinel_password, decode_responses=True)
+
+    def node_client(self, node: RedisServer, **kwargs: object) -> redis.Redis:
+        return node.client(password=self.password, **kwargs)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Every replica linked, and every Sentinel sees the master, all replicas and the other Sentinels."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the Sentinel group was not ready after {timeout}s (logs in {self.workdir})")
+
+    def _ready(self) -> bool:
+        live_replicas = [n for n in self.nodes if n is not self.master() and _running(n)]
+        try:
+            for node in live_replicas:
+                with self.node_client(node, socket_timeout=1) as c:
+                    if c.info("replication").get("master_link_status") != "up":
+                        return False
+            for i, sentinel in enumerate(self.sentinels):
+                if not _running(sentinel):
+                    continue
+                with self.sentinel_client(i) as c:
+                    state = c.sentinel_master(self.name)
+                    if not state["is_master"] or state["is_sdown"] or state["is_odown"]:
+                        return False
+                    if state["num-slaves"] < len(live_replicas):
+                        return False
+                    if state["num-other-sentinels"] < self.sentinel_count - 1:
+                        return False
+        except redis.exceptions.RedisError:
+            return False
+        return True
+
+    def master_port(self, i: int = 0) -> int:
+        """The master's port as Sentinel ``i`` reports it now."""
+        with self.sentinel_client(i) as c:
+            _host, port = c.sentinel_get_master_addr_by_name(self.name)
+        return int(port)
+
+    def master(self) -> RedisServer:
+        """The node the Sentinels agree is the master (the first node before any failover)."""
+        if not self.sentinels:
+            return self.nodes[0]
+        port = self.master_port()
+        return next(n for n in self.nodes if n.port == port)
+
+    def wait_failover(self, old_port: int, timeout: float = 30.0) -> RedisServer:
+        """Wait until every live Sentinel names a new master, and that node says it is the master."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.exceptions.RedisError, StopIteration):
+                ports = {self.master_port(i) for i, s in enumerate(self.sentinels) if _running(s)}
+                if len(ports) == 1 and old_port not in ports:
+                    node = next(n for n in self.nodes if n.port in ports)
+                    with self.node_client(node, socket_timeout=1) as c:
+                        if c.info("replication").get("role") == "master":
+                            return node
+            time.sleep(0.05)
+        raise TimeoutError(f"no failover away from port {old_port} after {timeout}s")
+
+    def close(self) -> None:
+        for server in [*self.sentinels, *self.nodes]:
+            server.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _running(server: RedisServer) -> bool:
+    return server.proc is not None and server.proc.poll() is None
+
+
+@contextlib.contextmanager
+def sentinel_group(**kwargs: object) -> Iterator[SentinelGroup]:
+    group = SentinelGroup(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield group.start()
+    finally:
+        group.close()

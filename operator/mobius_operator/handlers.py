@@ -135,25 +135,33 @@ class Reconciler:
         except KubeError as exc:
             return PublishFailed(str(exc))
 
-        password = None
-        if plan.target.secret_name:
-            try:
-                password = await api.read_secret_value(
-                    str(meta.namespace), plan.target.secret_name, plan.target.secret_key
-                )
-            except SecretError as exc:
-                return SecretUnavailable(str(exc))
+        target = plan.target
+        try:
+            password = await self._secret(api, meta, target.secret_name, target.secret_key)
+            sentinel_password = await self._secret(
+                api, meta, target.sentinel_secret_name, target.sentinel_secret_key
+            )
+        except SecretError as exc:
+            return SecretUnavailable(str(exc))
         try:
             seen = await redis_admin.ensure(
-                plan.target, password, plan.settings, timeout=self.options.redis_timeout
+                target,
+                password,
+                plan.settings,
+                timeout=self.options.redis_timeout,
+                sentinel_password=sentinel_password,
             )
         except redis_admin.RedisAuthError as exc:
-            return RedisUnreachable(str(exc), reason="AuthenticationFailed")
+            return RedisUnreachable(str(exc), reason="AuthenticationFailed", nodes=exc.nodes)
         except redis_admin.RedisUnreachableError as exc:
-            return RedisUnreachable(str(exc))
+            return RedisUnreachable(str(exc), nodes=exc.nodes)
         except redis_admin.RedisRefusedError as exc:
-            return RedisRefused(str(exc), exc.stats)
-        return Applied(plan=plan, stats=seen.stats, corrected=seen.corrected)
+            return RedisRefused(str(exc), exc.stats, nodes=exc.nodes)
+        return Applied(plan=plan, stats=seen.stats, corrected=seen.corrected, nodes=seen.nodes)
+
+    @staticmethod
+    async def _secret(api: Kube, meta: kopf.Meta, name: str | None, key: str) -> str | None:
+        return await api.read_secret_value(str(meta.namespace), name, key) if name else None
 
     @staticmethod
     def _report(outcome: Outcome, body: kopf.Body, logger: Logger, *, timer: bool) -> list[Event]:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mobius_cache._config import SPEC_FIELDS, CacheConfig, StrategyConfig, parse_memory
+from mobius_cache._sentinel_url import SentinelURL, is_sentinel_url, parse_sentinel_url
 
 __all__ = [
     "POLICY_KEY",
@@ -26,6 +27,7 @@ __all__ = [
     "DesiredSettings",
     "Invalid",
     "InvalidSpec",
+    "NodeState",
     "Outcome",
     "Plan",
     "PublishFailed",
@@ -43,6 +45,7 @@ __all__ = [
     "find_conflict",
     "is_retryable",
     "merge_conditions",
+    "node_summary",
     "parse_quantity",
     "parse_target",
     "policy_configmap",
@@ -59,7 +62,12 @@ class InvalidSpec(ValueError):
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """The Redis server a resource configures. ``key`` identifies the server: maxmemory is server-wide."""
+    """The Redis server a resource configures. ``key`` identifies the server: maxmemory is server-wide.
+
+    With ``sentinel`` set, the servers are the master and replicas those Sentinels monitor (``host``/``port``
+    are then the first Sentinel's); ``sentinel_secret_*`` and ``sentinel_username`` authenticate against the
+    Sentinels, ``secret_*`` and ``username`` against the data nodes.
+    """
 
     host: str
     port: int
@@ -69,9 +77,15 @@ class RedisTarget:
     secret_name: str | None = None
     secret_key: str = DEFAULT_SECRET_KEY
     cluster: bool = False  # a Redis Cluster: every node gets the settings (each node has its own maxmemory)
+    sentinel: SentinelURL | None = None  # Sentinel: every node behind it gets the settings
+    sentinel_username: str | None = None
+    sentinel_secret_name: str | None = None
+    sentinel_secret_key: str = DEFAULT_SECRET_KEY
 
     @property
     def key(self) -> str:
+        if self.sentinel is not None:
+            return self.sentinel.key
         return f"{self.host.lower()}:{self.port}"
 
 
@@ -154,27 +168,60 @@ def _short_error(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
+def _secret_ref(redis: Mapping[str, Any], field_name: str) -> tuple[str | None, str]:
+    ref = redis.get(field_name) or {}
+    if not isinstance(ref, Mapping) or (ref and not ref.get("name")):
+        raise InvalidSpec(f"spec.redis.{field_name} needs a name")
+    return (str(ref["name"]) if ref else None), str(ref.get("key") or DEFAULT_SECRET_KEY)
+
+
 def parse_target(redis: object) -> RedisTarget:
-    """Read ``spec.redis``: ``url`` or ``host`` + ``port``, and ``passwordSecretRef``."""
+    """Read ``spec.redis``: ``url`` or ``host`` + ``port``, ``passwordSecretRef``, and for a Sentinel URL
+    ``sentinelUsername`` / ``sentinelPasswordSecretRef``."""
     if not isinstance(redis, Mapping):
         raise InvalidSpec("spec.redis is required: set redis.url or redis.host")
     url, host = redis.get("url"), redis.get("host")
     if bool(url) == bool(host):
         raise InvalidSpec("set exactly one of spec.redis.url or spec.redis.host")
-    ref = redis.get("passwordSecretRef") or {}
-    if not isinstance(ref, Mapping) or (ref and not ref.get("name")):
-        raise InvalidSpec("spec.redis.passwordSecretRef needs a name")
-    secret_name = str(ref["name"]) if ref else None
-    secret_key = str(ref.get("key") or DEFAULT_SECRET_KEY)
+    secret_name, secret_key = _secret_ref(redis, "passwordSecretRef")
+    sentinel_secret, sentinel_key = _secret_ref(redis, "sentinelPasswordSecretRef")
+    sentinel_user = redis.get("sentinelUsername") or None
+    if (sentinel_secret or sentinel_user) and not (url and is_sentinel_url(str(url))):
+        raise InvalidSpec(
+            "spec.redis.sentinelUsername and sentinelPasswordSecretRef need a redis+sentinel:// url"
+        )
     if host:
         port = redis.get("port", 6379)
         if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
             raise InvalidSpec(f"spec.redis.port must be an integer 1-65535, not {port!r}")
         return RedisTarget(host=str(host), port=port, secret_name=secret_name, secret_key=secret_key)
+    if "?" in str(url):
+        raise InvalidSpec("spec.redis.url takes no ?options (the operator would not use them)")
+    if is_sentinel_url(str(url)):
+        try:
+            sentinel = parse_sentinel_url(str(url))
+        except ValueError as exc:
+            raise InvalidSpec(f"spec.redis.url: {exc}") from exc
+        if sentinel.password is not None:
+            raise InvalidSpec("spec.redis.url must not contain a password: use spec.redis.passwordSecretRef")
+        return RedisTarget(
+            host=sentinel.sentinels[0][0],
+            port=sentinel.sentinels[0][1],
+            db=sentinel.db,
+            tls=sentinel.tls,
+            username=sentinel.username,
+            secret_name=secret_name,
+            secret_key=secret_key,
+            sentinel=sentinel,
+            sentinel_username=str(sentinel_user) if sentinel_user else None,
+            sentinel_secret_name=sentinel_secret,
+            sentinel_secret_key=sentinel_key,
+        )
     parts = urlsplit(str(url))
     if parts.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         raise InvalidSpec(
-            f"spec.redis.url must be redis://, rediss://, redis+cluster:// or rediss+cluster://, not {url!r}"
+            "spec.redis.url must be redis://, rediss://, redis+cluster://, rediss+cluster://, "
+            f"redis+sentinel:// or rediss+sentinel://, not {url!r}"
         )
     if parts.password is not None:
         raise InvalidSpec("spec.redis.url must not contain a password: use spec.redis.passwordSecretRef")
@@ -352,14 +399,59 @@ class RedisStats:
         return doc
 
 
+# --- per node ----------------------------------------------------------------------------------------------------
+NODE_STATES = ("Applied", "Unreachable", "AuthenticationFailed", "Refused", "Down")
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One Redis node as the last reconcile left it (``status.nodes``).
+
+    ``state``: Applied (holds the settings, verified), Unreachable, AuthenticationFailed, Refused (answered but
+    did not take them), or Down (flagged down by the Sentinels / the cluster: not tried; it gets the settings
+    on the first reconcile after it is back).
+    """
+
+    address: str
+    role: str  # master | replica
+    state: str
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("Applied", "Down")
+
+    def as_status(self) -> dict[str, Any]:
+        doc = {"address": self.address, "role": self.role, "state": self.state}
+        if self.message:
+            doc["message"] = self.message
+        return doc
+
+
+def node_summary(nodes: Sequence[NodeState]) -> str:
+    """' on 3 nodes (1 master, 2 replicas)', with ', 1 down and skipped' when some were, for messages."""
+    if not nodes:
+        return ""
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    masters = sum(1 for n in nodes if n.role == "master")
+    down = sum(1 for n in nodes if n.state == "Down")
+    text = f" on {count(len(nodes), 'node')} ({count(masters, 'master')}, {count(len(nodes) - masters, 'replica')})"
+    return text + (f", {down} down and skipped" if down else "")
+
+
 # --- outcomes and conditions ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Applied:
-    """Redis holds the desired settings (verified with CONFIG GET). ``corrected``: what had to be set."""
+    """Redis holds the desired settings (verified with CONFIG GET). ``corrected``: what had to be set;
+    ``nodes``: every node that was configured (and any skipped because it is down)."""
 
     plan: Plan
     stats: RedisStats
     corrected: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
+    nodes: Sequence[NodeState] = ()
 
 
 @dataclass(frozen=True)
@@ -381,6 +473,7 @@ class SecretUnavailable:
 class RedisUnreachable:
     message: str
     reason: str = "ConnectionFailed"  # or "AuthenticationFailed"
+    nodes: Sequence[NodeState] = ()
 
 
 @dataclass(frozen=True)
@@ -396,6 +489,7 @@ class RedisRefused:
 
     message: str
     stats: RedisStats | None = None
+    nodes: Sequence[NodeState] = ()
 
 
 Outcome = Applied | Invalid | Conflict | SecretUnavailable | RedisUnreachable | RedisRefused | PublishFailed
@@ -418,11 +512,13 @@ def _cond(type_: str, ok: bool | None, reason: str, message: str) -> Condition:
 def conditions_for(outcome: Outcome) -> list[Condition]:
     """The three conditions (Ready, ConfigApplied, RedisReachable) that describe an outcome."""
     match outcome:
-        case Applied(plan=plan):
+        case Applied(plan=plan, nodes=nodes):
             what = f"maxmemory={plan.settings.maxmemory} maxmemory-policy={plan.settings.maxmemory_policy}"
             return [
                 _cond("Ready", True, "Applied", f"Redis {plan.target.key} holds the spec; policy published"),
-                _cond("ConfigApplied", True, "Applied", f"{what}, verified with CONFIG GET"),
+                _cond(
+                    "ConfigApplied", True, "Applied", f"{what}{node_summary(nodes)}, verified with CONFIG GET"
+                ),
                 _cond("RedisReachable", True, "Connected", f"Redis {plan.target.key} answered"),
             ]
         case Invalid(message=message):
@@ -529,6 +625,9 @@ def status_patch(
     stats = getattr(outcome, "stats", None)
     if isinstance(stats, RedisStats):
         patch["redis"] = stats.as_status(now)
+    nodes = getattr(outcome, "nodes", ())
+    if nodes:
+        patch["nodes"] = [n.as_status() for n in nodes]  # a list: the merge patch replaces it whole
     return patch
 
 

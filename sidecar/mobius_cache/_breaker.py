@@ -82,6 +82,11 @@ class CircuitBreaker:
             if self.state != OPEN:
                 self._set(OPEN)
 
+    def probe_now(self) -> None:
+        """Allow the next probe at once (e.g. Sentinel announced a new master): end the open window early."""
+        if self.state == OPEN:
+            self._opened_at = self._clock() - self.reset_timeout
+
     def release_probe(self) -> None:
         """A probe ended without a verdict (e.g. cancelled): let the next caller probe."""
         self._probing = False

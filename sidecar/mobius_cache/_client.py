@@ -112,7 +112,12 @@ class Cache:
             socket_timeout=self._config.redis_socket_timeout,
             connect_timeout=self._config.redis_socket_connect_timeout,
             autopipeline=self._config.autopipeline,
+            sentinel_username=self._config.redis_sentinel_username,
+            sentinel_password=self._config.redis_sentinel_password,
         )
+        locator = self._executor.endpoint.locator
+        if locator is not None:  # a new master is there: probe it now rather than after the open window
+            locator.on_switch(lambda _address: self._breaker.probe_now())
         self._loads: dict[str, asyncio.Future[Any]] = {}
         self._redis_info: dict[str, Any] = {}
         self.refusals = RefusalLog()
@@ -160,7 +165,15 @@ class Cache:
     def update_config(self, config: CacheConfig) -> None:
         """Apply a new policy (TTLs, strategies, prefix, limits) without reconnecting. Connection settings
         (URL, pool size, timeouts) are fixed for the life of the cache: a change there needs a new ``Cache``."""
-        fixed = ("redis_url", "redis_max_connections", "redis_socket_timeout", "redis_socket_connect_timeout")
+        fixed = (
+            "redis_url",
+            "redis_password",
+            "redis_sentinel_username",
+            "redis_sentinel_password",
+            "redis_max_connections",
+            "redis_socket_timeout",
+            "redis_socket_connect_timeout",
+        )
         changed = [f for f in fixed if getattr(config, f) != getattr(self._config, f)]
         if changed:
             log.warning("ignoring changes to %s: they need a restart", ", ".join(changed))
@@ -701,6 +714,15 @@ class Cache:
                 out["ok"] = True
         except CacheError as exc:
             out["error"] = str(exc)
+        locator = self._executor.endpoint.locator
+        if locator is not None:
+            current = locator.current
+            out["sentinel"] = {
+                "master_name": locator.name,
+                "master": f"{current[0]}:{current[1]}" if current else None,
+                "lookups": locator.lookups,
+                "switches": locator.switches,
+            }
         out["refused"] = self.refusals.report()
         return out
 

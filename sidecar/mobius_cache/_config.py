@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._sentinel_url import is_sentinel_url, parse_sentinel_url
+
 __all__ = [
     "EVICTION_POLICIES",
     "CacheConfig",
@@ -125,6 +127,14 @@ class CacheConfig(BaseSettings):
 
     # --- what the features need ---------------------------------------------------------------------
     redis_password: str | None = Field(default=None, repr=False)
+    redis_sentinel_username: str | None = Field(
+        default=None, description="username for the Sentinels of a redis+sentinel:// URL (not the data nodes)"
+    )
+    redis_sentinel_password: str | None = Field(
+        default=None,
+        repr=False,
+        description="password for the Sentinels of a redis+sentinel:// URL (the data nodes use redis_password)",
+    )
     pool_timeout: float = Field(
         default=1.0, ge=0, le=60, description="how long an operation waits for a free connection"
     )
@@ -162,7 +172,18 @@ class CacheConfig(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # its ValueError says what is wrong
+            return value
+        schemes = (
+            "redis://",
+            "rediss://",
+            "unix://",
+            "redis+cluster://",
+            "rediss+cluster://",
+            "redis+sentinel://",
+            "rediss+sentinel://",
+        )
         if not value.startswith(schemes):
             raise ValueError(f"redis_url must start with one of {', '.join(schemes)}")
         return value
@@ -188,6 +209,10 @@ class CacheConfig(BaseSettings):
     @property
     def cluster(self) -> bool:
         return "+cluster://" in self.redis_url
+
+    @property
+    def sentinel(self) -> bool:
+        return is_sentinel_url(self.redis_url)
 
     # --- the CRD's camelCase shape -----------------------------------------------------------------------
     @classmethod

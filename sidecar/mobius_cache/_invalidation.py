@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.asyncio import Redis
 
 from ._exceptions import (
     CacheError,
@@ -362,19 +361,22 @@ class Invalidator:
 
     async def _subscribe_loop(self) -> None:
         cfg = self.cache.config
-        url = cfg.redis_url.replace("+cluster://", "://")
+        switched = asyncio.Event()  # Sentinel named another master: resubscribe there
+        locator = self.cache.executor.endpoint.locator
+        if locator is not None:
+            locator.on_switch(lambda _address: switched.set())
         while True:
-            client = Redis.from_url(
-                url,
-                password=cfg.redis_password,
-                socket_connect_timeout=cfg.redis_socket_connect_timeout,
-                socket_keepalive=True,
-            )
+            switched.clear()
+            # Through the cache's endpoint: the same TLS, auth and (Sentinel) master as the cache's pool. A
+            # Sentinel connection asks for the master on every reconnect, so after a failover this loop
+            # subscribes on the new master. Events published while it reconnects are not redelivered
+            # (pub/sub); the invalidations themselves are never lost (they are queued and replayed).
+            client = self.cache.executor.endpoint.client(socket_timeout=None, socket_keepalive=True)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.cache.keys.events_channel)
                 self._sub_ready.set()
-                while True:
+                while not switched.is_set():
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None or msg.get("type") != "message":
                         continue
@@ -388,8 +390,10 @@ class Invalidator:
             except Exception as exc:
                 self._sub_ready.clear()
                 log.warning("events subscription lost (%s); reconnecting", exc)
-                await asyncio.sleep(min(2.0, cfg.breaker_reset_timeout))
+                with contextlib.suppress(TimeoutError):  # a master switch ends the wait early
+                    await asyncio.wait_for(switched.wait(), min(2.0, cfg.breaker_reset_timeout))
             finally:
+                self._sub_ready.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     await client.aclose()

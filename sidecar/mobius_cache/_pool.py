@@ -16,6 +16,12 @@ connection, so sequential latency is unchanged.
 ``RedisPyExecutor`` runs every command through ``redis.asyncio.Redis.execute_command`` instead; it is used when
 OpenTelemetry's redis instrumentation is active (it patches that method) and as the benchmark baseline.
 ``ClusterExecutor`` uses redis-py's ``RedisCluster`` (slot routing, MOVED/ASK, failover).
+
+Where connections go is an :class:`Endpoint` (a connection class and its arguments), built once from the URL
+by :func:`make_endpoint`. For ``redis+sentinel://`` the class is a :class:`~._sentinel.SentinelConnection`,
+which asks the Sentinels for the master whenever it opens a socket. The pool drops its idle connections and
+forgets the master when a connection breaks or a node replies READONLY (demoted by a failover), and reopens
+every connection (``Pool.reset``) when the Sentinels announce a new master, so the next command goes there.
 """
 
 from __future__ import annotations
@@ -24,19 +30,37 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, Connection, parse_url
+from redis.asyncio.connection import (
+    AbstractConnection,
+    BlockingConnectionPool,
+    Connection,
+    ConnectionPool,
+    parse_url,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ._exceptions import PoolExhaustedError
+from ._sentinel import SentinelConnection, SentinelLocator, SentinelSSLConnection
+from ._sentinel_url import is_sentinel_url, parse_sentinel_url
 
-__all__ = ["ClusterExecutor", "Executor", "LeanExecutor", "Pool", "RedisPyExecutor", "make_executor"]
+__all__ = [
+    "ClusterExecutor",
+    "Endpoint",
+    "Executor",
+    "LeanExecutor",
+    "Pool",
+    "RedisPyExecutor",
+    "make_endpoint",
+    "make_executor",
+]
 
 log = logging.getLogger("mobius_cache")
 
@@ -80,10 +104,46 @@ async def _send(conn: AbstractConnection, data: bytes) -> None:
             raise redis_errors.TimeoutError("Timeout writing to socket") from None
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """How to open a connection to the Redis a cache uses: a redis-py connection class and its arguments.
+
+    The pools open their connections through it, and so does the invalidation-event subscriber (its own
+    client), so TLS, unix sockets and Sentinel behave the same everywhere. ``locator`` is set for Sentinel.
+    """
+
+    connection_class: type[AbstractConnection]
+    kwargs: Mapping[str, Any]
+    locator: SentinelLocator | None = None
+
+    def connection(self) -> AbstractConnection:
+        return self.connection_class(**self.kwargs)
+
+    def client(self, **overrides: Any) -> Redis:
+        """A redis-py client of its own (one small pool), e.g. for pub/sub."""
+        kwargs = {**self.kwargs, **overrides}
+        return Redis(connection_pool=ConnectionPool(connection_class=self.connection_class, **kwargs))
+
+    def start(self) -> None:
+        """With Sentinel: start listening for master switches (needs the running loop)."""
+        if self.locator is not None:
+            self.locator.watch()
+
+    def forget_master(self, conn: AbstractConnection) -> None:
+        """A connection broke or its node was demoted: with Sentinel, ask for the master again."""
+        if self.locator is not None:
+            self.locator.invalidate((getattr(conn, "host", ""), getattr(conn, "port", 0)))
+
+    async def close(self) -> None:
+        if self.locator is not None:
+            await self.locator.close()
+
+
 class Executor(Protocol):
     """What ``Cache`` needs from a connection layer."""
 
     cluster: bool
+    endpoint: Endpoint
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -99,6 +159,7 @@ def _connection_kwargs(
     url: str, password: str | None, socket_timeout: float, connect_timeout: float
 ) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(parse_url(url))
+    kwargs.setdefault("connection_class", Connection)
     if password and not kwargs.get("password"):
         kwargs["password"] = password
     kwargs.update(
@@ -123,9 +184,17 @@ class Pool:
     """A bounded pool of redis-py connections. ``acquire`` is a deque pop unless the pool is exhausted."""
 
     def __init__(
-        self, factory: Callable[[], AbstractConnection], max_size: int, min_size: int, timeout: float
+        self,
+        factory: Callable[[], AbstractConnection],
+        max_size: int,
+        min_size: int,
+        timeout: float,
+        *,
+        on_broken: Callable[[AbstractConnection], None] | None = None,
     ):
-        self._factory = factory
+        self._make = factory
+        self._on_broken = on_broken
+        self.generation = 0  # bumped by reset(): connections of an older one are closed on release
         self.max_size = max_size
         self.min_size = min_size
         self.timeout = timeout
@@ -138,6 +207,22 @@ class Pool:
     @property
     def size(self) -> int:
         return self.in_use + len(self._idle)
+
+    def _factory(self) -> AbstractConnection:
+        conn = self._make()
+        conn.mobius_generation = self.generation  # type: ignore[attr-defined]
+        return conn
+
+    def reset(self) -> None:
+        """Every connection is to be reopened: close the idle ones now, the busy ones when released (e.g. the
+        Sentinels named another master while the old one still answers)."""
+        self.generation += 1
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        stale, self._idle = list(self._idle), deque()
+        for idle in stale:
+            self._background(_quiet_disconnect(idle))
 
     async def start(self) -> None:
         """Open ``min_size`` connections now, so the first requests do not pay for connecting. A Redis that is
@@ -177,6 +262,9 @@ class Pool:
                 self._waiters.remove(fut)
 
     def release(self, conn: AbstractConnection) -> None:
+        if getattr(conn, "mobius_generation", self.generation) != self.generation:
+            self.discard(conn)  # opened before a reset(): to a server we no longer use
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -191,14 +279,15 @@ class Pool:
     def discard(self, conn: AbstractConnection, exc: BaseException | None = None) -> None:
         """A connection that failed or was interrupted mid-reply: close it, and let a waiter open a new one.
 
-        When it failed because the connection broke, the idle ones were opened to the same server and are
-        most likely dead too (Redis restarted): close them all, so the next command — the breaker's probe
-        included — connects afresh instead of failing on a stale socket."""
+        When it failed because the connection broke — or its server replied READONLY: a master demoted by a
+        failover — the idle ones were opened to the same server and are most likely dead (or read-only)
+        too: close them all, and tell ``on_broken`` (Sentinel: ask for the master again), so the next
+        command — the breaker's probe included — connects afresh instead of failing on a stale socket."""
         self._background(_quiet_disconnect(conn))
-        if exc is not None and isinstance(exc, redis_errors.ConnectionError | ConnectionError | OSError):
-            stale, self._idle = list(self._idle), deque()
-            for idle in stale:
-                self._background(_quiet_disconnect(idle))
+        if exc is not None and isinstance(exc, _SERVER_GONE):
+            self._close_idle()
+            if self._on_broken is not None:
+                self._on_broken(conn)
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -218,6 +307,10 @@ class Pool:
         self._closed = True
         idle, self._idle = list(self._idle), deque()
         await asyncio.gather(*(_quiet_disconnect(c) for c in idle))
+
+
+#: Errors after which a connection's server is presumed gone (or no longer the master).
+_SERVER_GONE = (redis_errors.ConnectionError, redis_errors.ReadOnlyError, ConnectionError, OSError)
 
 
 async def _quiet_disconnect(conn: AbstractConnection) -> None:
@@ -282,16 +375,19 @@ class LeanExecutor(_Coalescing):
 
     cluster = False
 
-    def __init__(self, pool: Pool, *, autopipeline: bool = True) -> None:
+    def __init__(self, endpoint: Endpoint, pool: Pool, *, autopipeline: bool = True) -> None:
         super().__init__(autopipeline)
+        self.endpoint = endpoint
         self.pool = pool
 
     async def start(self) -> None:
+        self.endpoint.start()
         await self.pool.start()
 
     async def close(self) -> None:
         await self._finish_batches()
         await self.pool.close()
+        await self.endpoint.close()
 
     def pool_stats(self) -> dict[str, int]:
         return self.pool.stats()
@@ -315,6 +411,9 @@ class LeanExecutor(_Coalescing):
                 raise _read_error(conn, exc) from None
             raise
         else:
+            if isinstance(reply, redis_errors.ReadOnlyError):
+                self.pool.discard(conn, reply)  # a demoted master: reconnect (to the new one)
+                raise reply
             self.pool.release(conn)  # an error reply was read in full too: the connection is fine
             if isinstance(reply, redis_errors.ResponseError):
                 raise reply
@@ -332,6 +431,7 @@ class LeanExecutor(_Coalescing):
                 _fail(batch, exc)
                 return
             done = 0
+            demoted: redis_errors.ReadOnlyError | None = None
             try:
                 await _send(conn, _pack(conn, [c for c, _ in batch]))
                 parser: Any = conn._parser
@@ -339,6 +439,8 @@ class LeanExecutor(_Coalescing):
                     for _cmd, fut in batch:
                         reply = await parser.read_response()
                         done += 1
+                        if isinstance(reply, redis_errors.ReadOnlyError):
+                            demoted = reply
                         if not fut.done():
                             if isinstance(reply, redis_errors.ResponseError):
                                 fut.set_exception(reply)
@@ -355,7 +457,10 @@ class LeanExecutor(_Coalescing):
                 if not isinstance(exc, Exception):
                     raise
             else:
-                self.pool.release(conn)
+                if demoted is not None:
+                    self.pool.discard(conn, demoted)
+                else:
+                    self.pool.release(conn)
         finally:
             self._inflight -= len(batch)
 
@@ -371,15 +476,29 @@ class RedisPyExecutor:
 
     cluster = False
 
-    def __init__(
-        self, url: str, kwargs: dict[str, Any], max_size: int, min_size: int, timeout: float
-    ) -> None:
-        conn_kwargs = {k: v for k, v in kwargs.items() if k != "retry"}
-        self._pool = BlockingConnectionPool(max_connections=max_size, timeout=timeout, **conn_kwargs)
+    def __init__(self, endpoint: Endpoint, max_size: int, min_size: int, timeout: float) -> None:
+        self.endpoint = endpoint
+        conn_kwargs = {k: v for k, v in endpoint.kwargs.items() if k != "retry"}
+        self._pool = BlockingConnectionPool(
+            max_connections=max_size,
+            timeout=timeout,
+            connection_class=endpoint.connection_class,
+            **conn_kwargs,
+        )
         self.redis = Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
         self._min = min_size
+        self._tasks: set[asyncio.Future[None]] = set()
+        if endpoint.locator is not None:
+            endpoint.locator.on_switch(self._on_switch)
+
+    def _on_switch(self, _address: tuple[str, int]) -> None:
+        """Another master: close the idle connections (busy ones go when they fail or read READONLY)."""
+        task = asyncio.ensure_future(self._pool.disconnect(inuse_connections=False))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
+        self.endpoint.start()
         conns = []
         try:
             for _ in range(self._min):
@@ -392,6 +511,7 @@ class RedisPyExecutor:
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
+        await self.endpoint.close()
 
     async def execute(self, *args: Any) -> Any:
         return await self.redis.execute_command(*args)
@@ -419,10 +539,10 @@ class ClusterExecutor(_Coalescing):
 
     cluster = True
 
-    def __init__(
-        self, url: str, kwargs: dict[str, Any], max_size: int, pool_timeout: float, autopipeline: bool
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, max_size: int, pool_timeout: float, autopipeline: bool) -> None:
         super().__init__(autopipeline)
+        self.endpoint = endpoint  # the seed node (the event subscriber's: PUBLISH reaches every node)
+        kwargs = endpoint.kwargs
         # redis-py's cluster client raises (or, with pipelines, trips over itself) when more commands are
         # in flight than connections; a semaphore makes callers wait instead, bounded by pool_timeout.
         self._slots = asyncio.Semaphore(max_size)
@@ -507,6 +627,39 @@ class ClusterExecutor(_Coalescing):
         return {"max": total_max, "in_use": in_use, "idle": idle}
 
 
+def make_endpoint(
+    url: str,
+    *,
+    password: str | None,
+    socket_timeout: float,
+    connect_timeout: float,
+    sentinel_username: str | None = None,
+    sentinel_password: str | None = None,
+) -> Endpoint:
+    """Where connections go, from the URL: ``redis://``, ``rediss://``, ``unix://``, ``redis[s]+cluster://``
+    (the seed node) or ``redis[s]+sentinel://`` (whichever node the Sentinels name as master)."""
+    if not is_sentinel_url(url):
+        kwargs = _connection_kwargs(
+            url.replace("+cluster://", "://"), password, socket_timeout, connect_timeout
+        )
+        return Endpoint(kwargs.pop("connection_class"), kwargs)
+    spec = parse_sentinel_url(url)
+    kwargs = _connection_kwargs(spec.data_node_url(), password, socket_timeout, connect_timeout)
+    kwargs.pop("connection_class")
+    for placeholder in ("host", "port"):
+        kwargs.pop(placeholder, None)
+    locator = SentinelLocator(
+        spec,
+        username=sentinel_username,
+        password=sentinel_password,
+        timeout=connect_timeout,
+        ssl={k: v for k, v in kwargs.items() if k.startswith("ssl_")},
+    )
+    kwargs["locator"] = locator
+    connection_class = SentinelSSLConnection if spec.tls else SentinelConnection
+    return Endpoint(connection_class, kwargs, locator)
+
+
 def make_executor(
     url: str,
     *,
@@ -517,22 +670,26 @@ def make_executor(
     socket_timeout: float,
     connect_timeout: float,
     autopipeline: bool,
+    sentinel_username: str | None = None,
+    sentinel_password: str | None = None,
 ) -> Executor:
-    cluster = "+cluster://" in url
-    plain_url = url.replace("+cluster://", "://")
-    kwargs = _connection_kwargs(plain_url, password, socket_timeout, connect_timeout)
-    if cluster:
-        return ClusterExecutor(plain_url, kwargs, max_size, pool_timeout, autopipeline)
+    endpoint = make_endpoint(
+        url,
+        password=password,
+        socket_timeout=socket_timeout,
+        connect_timeout=connect_timeout,
+        sentinel_username=sentinel_username,
+        sentinel_password=sentinel_password,
+    )
+    if "+cluster://" in url:
+        return ClusterExecutor(endpoint, max_size, pool_timeout, autopipeline)
     if _redis_is_instrumented():
         log.info("redis-py is instrumented (tracing): commands go through Redis.execute_command")
-        return RedisPyExecutor(plain_url, kwargs, max_size, min_size, pool_timeout)
-    connection_class = kwargs.pop("connection_class", Connection)
-
-    def factory() -> AbstractConnection:
-        conn: AbstractConnection = connection_class(**kwargs)
-        return conn
-
-    return LeanExecutor(Pool(factory, max_size, min_size, pool_timeout), autopipeline=autopipeline)
+        return RedisPyExecutor(endpoint, max_size, min_size, pool_timeout)
+    pool = Pool(endpoint.connection, max_size, min_size, pool_timeout, on_broken=endpoint.forget_master)
+    if endpoint.locator is not None:
+        endpoint.locator.on_switch(lambda _address: pool.reset())
+    return LeanExecutor(endpoint, pool, autopipeline=autopipeline)
 
 
 def _redis_is_instrumented() -> bool:

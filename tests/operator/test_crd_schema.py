@@ -216,6 +216,19 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("strategy unknown", {"strategies": {"user": {"ttl": 5, "colour": "red"}}}, "colour"),
     ("redis url password", {"redis": {"url": "redis://:secret@redis:6379"}}, "url"),
     ("redis url scheme", {"redis": {"url": "http://redis:6379"}}, "url"),
+    ("sentinel url without master", {"redis": {"url": "redis+sentinel://s1:26379"}}, "url"),
+    ("sentinel url password", {"redis": {"url": "redis+sentinel://:pw@s1:26379/m"}}, "url"),
+    (
+        "sentinel secret without sentinel url",
+        {"redis": {"url": "redis://r:6379", "sentinelPasswordSecretRef": {"name": "s"}}},
+        "need a redis+sentinel:// url",
+    ),
+    ("sentinel user with host", {"redis": {"host": "r", "sentinelUsername": "u"}}, "need a redis+sentinel"),
+    (
+        "sentinel secret without name",
+        {"redis": {"url": "redis+sentinel://s/m", "sentinelPasswordSecretRef": {"key": "k"}}},
+        "name",
+    ),
     ("redis port", {"redis": {"host": "redis", "port": 70000}}, "port"),
     ("secret without name", {"redis": {"host": "redis", "passwordSecretRef": {"key": "pw"}}}, "name"),
     ("both url and host", {"redis": {"url": "redis://r:6379", "host": "r"}}, "exactly one"),
@@ -280,6 +293,67 @@ def test_status_is_not_required_and_accepts_what_the_operator_writes() -> None:
     assert crd_errors(doc) == []
     doc["status"]["conditions"][0]["status"] = "Yes"
     assert crd_errors(doc)
+
+
+def test_status_declares_the_per_node_states_the_operator_writes() -> None:
+    from mobius_operator.reconcile import NODE_STATES, NodeState
+
+    doc = resource(redis={"url": "redis+sentinel://s1,s2,s3/cache"})
+    doc["status"] = {
+        "nodes": [NodeState("10.0.0.1:6379", "master", state, "why").as_status() for state in NODE_STATES]
+    }
+    assert crd_errors(doc) == []
+    items = spec_schema()["properties"]["status"]["properties"]["nodes"]["items"]["properties"]
+    assert items["state"]["enum"] == list(NODE_STATES)
+    doc["status"]["nodes"][0]["state"] = "Fine"
+    assert crd_errors(doc)
+    doc["status"]["nodes"] = [{"role": "master", "state": "Applied"}]  # no address
+    assert crd_errors(doc)
+
+
+#: spec.redis.url samples on both sides of every rule; the CRD pattern and the operator must agree on each.
+URLS = [
+    "redis://redis:6379/0",
+    "rediss://app@redis.cache.svc:6380",
+    "redis+cluster://seed:7000",
+    "redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster",
+    "redis+sentinel://sentinel.cache.svc/mymaster/0",
+    "rediss+sentinel://app@s1:26379,s2/my-master.1/15",
+    "redis+sentinel://[::1]:26379/m",
+    "redis+sentinel://s1:26379/m/",
+    "redis+sentinel://s1:65535/m",
+    "redis+sentinel://s1:26379",
+    "redis+sentinel://s1:26379/",
+    "redis+sentinel://s1:26379/m/100",
+    "redis+sentinel://s1:26379/m/x",
+    "redis+sentinel://s1:26379/m/0/1",
+    "redis+sentinel://s1:0/m",
+    "redis+sentinel://s1:65536/m",
+    "redis+sentinel://s1:026379/m",
+    "redis+sentinel://s1:port/m",
+    "redis+sentinel://s1,,s2/m",
+    "redis+sentinel:///m",
+    "redis+sentinel://:pw@s1/m",
+    "redis+sentinel://u:pw@s1/m",
+    "redis+sentinel://s1/my master",
+    "redis+sentinel://s1/m?x=1",
+    "redis+sentinel://s1/m#f",
+    "redis-sentinel://s1/m",
+    "redis://r:6379/0?ssl_cert_reqs=none",
+]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_the_crd_and_the_operator_agree_on_redis_urls(url: str) -> None:
+    doc = resource(redis={"url": url})
+    by_crd = not crd_errors(doc)
+    by_model = model_accepts(doc["spec"])
+    assert by_crd == by_model, f"CRD says {by_crd}, operator says {by_model}: {crd_errors(doc)}"
+
+
+def test_url_samples_cover_both_verdicts() -> None:
+    verdicts = {model_accepts(resource(redis={"url": u})["spec"]) for u in URLS}
+    assert verdicts == {True, False}
 
 
 # --- the CRD and the library give the same verdict ------------------------------------------------------------------

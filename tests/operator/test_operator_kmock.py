@@ -21,7 +21,7 @@ import pytest
 
 from mobius_cache._config import CacheConfig
 from tests.operator.conftest import Cluster, eventually
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, sentinel_group
 
 MB = 1024 * 1024
 
@@ -356,3 +356,43 @@ def test_the_console_script_needs_exactly_one_scope(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert parse_args(["-n", "a", "--namespace", "b"]).namespaces == ["a", "b"]
+
+
+async def test_a_sentinel_group_is_configured_on_every_node(cluster: Cluster, run_operator: Any) -> None:
+    """The operator against a real Sentinel group: the master and both replicas hold the settings, each
+    node's state is in the status, and the data-node and Sentinel passwords come from their own Secrets."""
+    with sentinel_group(password="data-pw", sentinel_password="sentinel-pw") as group:
+        spec = {
+            "redis": {
+                "url": group.url(),
+                "passwordSecretRef": {"name": "redis-auth"},
+                "sentinelPasswordSecretRef": {"name": "sentinel-auth", "key": "sentinel-password"},
+            },
+            "maxMemory": "20mb",
+            "evictionPolicy": "allkeys-lfu",
+        }
+        await cluster.add_secret("redis-auth", {"password": "data-pw"})
+        await cluster.add_secret("sentinel-auth", {"sentinel-password": "sentinel-pw"})
+        async with run_operator():
+            await cluster.create("ha", spec)
+            await eventually(lambda: is_ready(cluster, "ha"), timeout=15, what="Ready=True")
+        status = cluster.get("ha")["status"]
+        master = group.master()
+        assert status["nodes"][0] == {
+            "address": f"127.0.0.1:{master.port}",
+            "role": "master",
+            "state": "Applied",
+        }
+        assert sorted(n["address"] for n in status["nodes"]) == sorted(
+            f"127.0.0.1:{n.port}" for n in group.nodes
+        )
+        assert {(n["role"], n["state"]) for n in status["nodes"][1:]} == {("replica", "Applied")}
+        assert status["applied"]["target"].startswith("mymaster@")
+        applied = cluster.condition("ha", "ConfigApplied")["message"]
+        assert "on 3 nodes (1 master, 2 replicas)" in applied
+        for node in group.nodes:
+            with group.node_client(node, decode_responses=True) as c:
+                assert (c.config_get("maxmemory")["maxmemory"], c.config_get("maxmemory-policy")) == (
+                    str(20 * MB),
+                    {"maxmemory-policy": "allkeys-lfu"},
+                )

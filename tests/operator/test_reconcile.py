@@ -16,6 +16,7 @@ from mobius_operator.reconcile import (
     DesiredSettings,
     Invalid,
     InvalidSpec,
+    NodeState,
     PublishFailed,
     RedisRefused,
     RedisStats,
@@ -140,7 +141,7 @@ def test_targets(redis: dict[str, Any], expected: tuple[Any, ...]) -> None:
         ({}, "exactly one"),
         ({"url": "redis://r", "host": "r"}, "exactly one"),
         ({"url": "redis://:hunter2@r:6379"}, "must not contain a password"),
-        ({"url": "unix:///tmp/redis.sock"}, "redis://, rediss://"),
+        ({"url": "unix:///tmp/redis.sock"}, "redis://, rediss://, redis\\+cluster://"),
         ({"url": "redis://r:99999"}, "invalid port"),
         ({"url": "redis://r/x"}, "database number"),
         ({"host": "r", "port": "6379"}, "port must be an integer"),
@@ -148,6 +149,44 @@ def test_targets(redis: dict[str, Any], expected: tuple[Any, ...]) -> None:
     ],
 )
 def test_bad_targets(redis: Any, fragment: str) -> None:
+    with pytest.raises(InvalidSpec, match=fragment):
+        parse_target(redis)
+
+
+def test_sentinel_targets() -> None:
+    t = parse_target(
+        {
+            "url": "rediss+sentinel://app@sentinel-0.redis:26379,sentinel-1.redis/cache/2",
+            "passwordSecretRef": {"name": "redis-auth"},
+            "sentinelUsername": "watcher",
+            "sentinelPasswordSecretRef": {"name": "sentinel-auth", "key": "pw"},
+        }
+    )
+    assert t.sentinel is not None and t.sentinel.master_name == "cache"
+    assert t.sentinel.sentinels == (("sentinel-0.redis", 26379), ("sentinel-1.redis", 26379))
+    assert (t.db, t.tls, t.username, t.secret_name) == (2, True, "app", "redis-auth")
+    assert (t.sentinel_username, t.sentinel_secret_name, t.sentinel_secret_key) == (
+        "watcher",
+        "sentinel-auth",
+        "pw",
+    )
+    assert t.key == "cache@sentinel-0.redis:26379,sentinel-1.redis:26379" and not t.cluster
+    same = parse_target({"url": "redis+sentinel://sentinel-1.redis:26379,SENTINEL-0.redis/cache"})
+    assert same.key == t.key  # the same group: a conflict between two resources is seen
+
+
+@pytest.mark.parametrize(
+    ("redis", "fragment"),
+    [
+        ({"url": "redis+sentinel://s1:26379"}, "names no master"),
+        ({"url": "redis+sentinel://:pw@s1/m"}, "must not contain a password"),
+        ({"url": "redis+sentinel://s1/m/x"}, "number 0-99"),
+        ({"url": "redis://r", "sentinelPasswordSecretRef": {"name": "s"}}, "need a redis\\+sentinel"),
+        ({"host": "r", "sentinelUsername": "u"}, "need a redis\\+sentinel"),
+        ({"url": "redis+sentinel://s/m", "sentinelPasswordSecretRef": {"key": "k"}}, "needs a name"),
+    ],
+)
+def test_bad_sentinel_targets(redis: Any, fragment: str) -> None:
     with pytest.raises(InvalidSpec, match=fragment):
         parse_target(redis)
 
@@ -331,6 +370,44 @@ def test_status_patch_records_applied_values_only_when_verified() -> None:
     down = status_patch(RedisUnreachable("x"), previous=ok, generation=5, now="T2", configmap="c-policy")
     assert "applied" not in down and "redis" not in down  # the merge patch keeps the last verified values
     assert down["observedGeneration"] == 5
+
+
+def test_status_patch_reports_every_node() -> None:
+    plan = build_plan({"redis": {"url": "redis+sentinel://s1,s2/cache"}, "maxMemory": "20mb"})
+    nodes = (
+        NodeState("10.0.0.1:6379", "master", "Applied"),
+        NodeState("10.0.0.2:6379", "replica", "Applied"),
+        NodeState("10.0.0.3:6379", "replica", "Down", "flagged by the Sentinels: slave,s_down"),
+    )
+    ok = status_patch(
+        Applied(plan, RedisStats.from_info(INFO), nodes=nodes),
+        previous=None,
+        generation=1,
+        now="T",
+        configmap="c-policy",
+    )
+    assert ok["nodes"] == [
+        {"address": "10.0.0.1:6379", "role": "master", "state": "Applied"},
+        {"address": "10.0.0.2:6379", "role": "replica", "state": "Applied"},
+        {
+            "address": "10.0.0.3:6379",
+            "role": "replica",
+            "state": "Down",
+            "message": "flagged by the Sentinels: slave,s_down",
+        },
+    ]
+    assert ok["applied"]["target"] == "cache@s1:26379,s2:26379"
+    applied = next(c for c in ok["conditions"] if c["type"] == "ConfigApplied")["message"]
+    assert "on 3 nodes (1 master, 2 replicas), 1 down and skipped" in applied
+    failed = (
+        NodeState("10.0.0.1:6379", "master", "Applied"),
+        NodeState("10.0.0.2:6379", "replica", "Refused", "no"),
+    )
+    refused = status_patch(
+        RedisRefused("1 of 2 nodes", None, nodes=failed), previous=ok, generation=1, now="T2", configmap="c"
+    )
+    assert [n["state"] for n in refused["nodes"]] == ["Applied", "Refused"] and "applied" not in refused
+    assert "nodes" not in status_patch(Invalid("x"), previous=ok, generation=2, now="T3", configmap="c")
 
 
 def test_retry_policy() -> None:

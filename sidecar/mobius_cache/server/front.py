@@ -1,7 +1,8 @@
 """The sidecar's front door: a plain ASGI layer in front of the FastAPI application.
 
 Everything every request needs happens here, once: the bearer token check for ``/v1/*``, the request body
-limit (413 before the application sees a byte too many), HTTP metrics, the optional server span, and the hot
+limit (413 before the application sees a byte too many; see :meth:`Front._too_large` for how the client gets
+to read it), HTTP metrics, the optional server span, and the hot
 read path (``GET``/``HEAD /v1/cache/{key}``) answered directly from :func:`.reads.read_response` without
 FastAPI's routing, validation and response machinery. The FastAPI app keeps the documented routes (and
 the OpenAPI document) for everything, including a reference implementation of the read route.
@@ -9,6 +10,7 @@ the OpenAPI document) for everything, including a reference implementation of th
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -71,6 +73,8 @@ class Front:
         token = state.settings.sidecar_token
         self._expected_auth = f"Bearer {token}".encode() if token else None
         self._max_body = state.settings.max_body_bytes
+        self._drain_bytes = state.settings.max_body_drain_bytes
+        self._drain_timeout = state.settings.body_drain_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,7 +168,7 @@ class Front:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            await self._too_large(send)
+            await self._too_large(scope, receive, send, received=0, declared=int(declared))
             return
         chunks: list[bytes] = []
         size = 0
@@ -175,7 +179,8 @@ class Front:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
-                await self._too_large(send)
+                more = bool(message.get("more_body", False))
+                await self._too_large(scope, receive, send, received=size, declared=None, more=more)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -192,11 +197,49 @@ class Front:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        received: int,
+        declared: int | None,
+        more: bool = True,
+    ) -> None:
+        """Answer 413 so that the client can read it.
+
+        Most clients send the whole body before they read the response. Answering and closing while the body
+        still arrives makes the kernel reset the connection, and the client sees a broken pipe instead of the
+        413. So the rest of the body is read and thrown away first — at most ``max_body_drain_bytes`` in
+        all and for ``body_drain_timeout`` seconds — and the connection stays open. A body announced larger
+        than that bound, a client waiting for ``100 Continue`` (it sends nothing until told to), one that
+        stalls or one whose body overruns the bound get the 413 at once (or when the bound is hit) with
+        ``Connection: close``. Nothing is buffered: the limit on what the application sees is unchanged.
+        """
+        expects_continue = (_header(scope, b"expect") or b"").lower() == b"100-continue"
+        drained = not more
+        if more and not expects_continue and (declared is None or declared <= self._drain_bytes):
+            drained = await self._drain(receive, received)
         await _send_error(
             send,
             413,
             "body_too_large",
             f"the request body exceeds {self._max_body} bytes (MOBIUS_MAX_BODY_BYTES)",
-            [(b"connection", b"close")],
+            [] if drained else [(b"connection", b"close")],
         )
+
+    async def _drain(self, receive: Receive, received: int) -> bool:
+        """Read and discard the rest of the body, within the bounds; True when it was read to its end."""
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                while received <= self._drain_bytes:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return False
+                    received += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return received <= self._drain_bytes
+        except TimeoutError:
+            return False
+        return False

@@ -56,6 +56,14 @@ class SidecarSettings(BaseSettings):
     )
     policy_poll_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between file checks")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="largest request body accepted (413)")
+    max_body_drain_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="a too-large body up to this size is read and discarded, so the client can read its 413",
+    )
+    body_drain_timeout: float = Field(
+        default=5.0, ge=0, le=300, description="longest time spent draining a too-large body"
+    )
     tracing: bool = Field(default=False, description="OpenTelemetry server spans + Redis client spans")
     access_log: bool = Field(default=False, description="one log line per request (off: it costs latency)")
     gc_tuning: bool = Field(
