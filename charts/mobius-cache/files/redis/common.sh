@@ -33,36 +33,37 @@ password_file() {
 # Write an aclfile from a rules file: comments and blank lines dropped, and every user that is neither
 # `off` nor `nopass` gets the SHA-256 of its password ("#<hex>"), so no password is written in clear.
 write_aclfile() {
-    rules=$1 out=$2
+    # Variables start with _acl_: POSIX sh has no local variables, and callers use names like "name".
+    _acl_rules=$1 _acl_out=$2
     umask 077
-    : >"$out.tmp"
-    while IFS= read -r line || [ -n "$line" ]; do
-        case "$line" in
+    : >"$_acl_out.tmp"
+    while IFS= read -r _acl_line || [ -n "$_acl_line" ]; do
+        case "$_acl_line" in
             '' | '#'*) continue ;;
             'user '*) ;;
-            *) die "$rules: not a user line: $line" ;;
+            *) die "$_acl_rules: not a user line: $_acl_line" ;;
         esac
-        rest=${line#user }
-        name=${rest%% *}
-        acl=${rest#"$name"}
-        case " $acl " in
-            *' off '* | *' nopass '*) printf 'user %s%s\n' "$name" "$acl" >>"$out.tmp" ;;
+        _acl_rest=${_acl_line#user }
+        _acl_user=${_acl_rest%% *}
+        _acl_acl=${_acl_rest#"$_acl_user"}
+        case " $_acl_acl " in
+            *' off '* | *' nopass '*) printf 'user %s%s\n' "$_acl_user" "$_acl_acl" >>"$_acl_out.tmp" ;;
             *)
-                pwfile=$(password_file "$name") || exit 1
-                hash=$(sha256sum <"$pwfile" | cut -d' ' -f1)
-                printf 'user %s #%s%s\n' "$name" "$hash" "$acl" >>"$out.tmp"
+                _acl_file=$(password_file "$_acl_user") || exit 1
+                _acl_hash=$(sha256sum <"$_acl_file" | cut -d' ' -f1)
+                printf 'user %s #%s%s\n' "$_acl_user" "$_acl_hash" "$_acl_acl" >>"$_acl_out.tmp"
                 ;;
         esac
-    done <"$rules"
-    mv "$out.tmp" "$out"
+    done <"$_acl_rules"
+    mv "$_acl_out.tmp" "$_acl_out"
 }
 
 # redis-cli to host $1 port $2, over TLS when MOBIUS_REDIS_TLS_CA is set; the rest are the command.
 # Logs in as $MOBIUS_REDIS_CLI_USER (password from REDISCLI_AUTH) when that is set.
 cli() {
-    host=$1 port=$2
+    _cli_host=$1 _cli_port=$2
     shift 2
-    set -- -h "$host" -p "$port" --no-auth-warning "$@"
+    set -- -h "$_cli_host" -p "$_cli_port" --no-auth-warning "$@"
     if [ -n "${MOBIUS_REDIS_CLI_USER:-}" ]; then
         set -- --user "$MOBIUS_REDIS_CLI_USER" "$@"
     fi
@@ -75,13 +76,13 @@ cli() {
 # Print "host port" of the master the Sentinels agree on (the first one that answers), or nothing.
 #   MOBIUS_SENTINEL_ADDRESSES  "host:port host:port ..."   MOBIUS_SENTINEL_MASTER  the monitored name
 sentinel_master() {
-    for address in ${MOBIUS_SENTINEL_ADDRESSES:-}; do
-        reply=$(MOBIUS_REDIS_CLI_USER=''; cli "${address%:*}" "${address##*:}" \
+    for _sm_address in ${MOBIUS_SENTINEL_ADDRESSES:-}; do
+        _sm_reply=$(MOBIUS_REDIS_CLI_USER=''; cli "${_sm_address%:*}" "${_sm_address##*:}" \
             SENTINEL get-master-addr-by-name "$MOBIUS_SENTINEL_MASTER" 2>/dev/null) || continue
-        host=$(echo "$reply" | sed -n 1p)
-        port=$(echo "$reply" | sed -n 2p)
-        if [ -n "$host" ] && [ -n "$port" ]; then
-            echo "$host $port"
+        _sm_host=$(echo "$_sm_reply" | sed -n 1p)
+        _sm_port=$(echo "$_sm_reply" | sed -n 2p)
+        if [ -n "$_sm_host" ] && [ -n "$_sm_port" ]; then
+            echo "$_sm_host $_sm_port"
             return 0
         fi
     done
