@@ -30,7 +30,13 @@ from typing import Any, Protocol
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, Connection, parse_url
+from redis.asyncio.connection import (
+    AbstractConnection,
+    BlockingConnectionPool,
+    Connection,
+    SSLConnection,
+    parse_url,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -433,7 +439,10 @@ class ClusterExecutor(_Coalescing):
             k: v
             for k, v in kwargs.items()
             if k in ("password", "username", "socket_timeout", "socket_connect_timeout")
+            or k.startswith("ssl_")
         }
+        if kwargs.get("connection_class") is SSLConnection:  # rediss+cluster://, its ?ssl_ca_certs= included
+            extra["ssl"] = True
         self.redis = RedisCluster(
             startup_nodes=[ClusterNode(host, port)],
             max_connections=max_size,
