@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 
@@ -54,6 +54,8 @@ class ClusterNode:
     flags: frozenset[str]
     master_id: str
     slots: tuple[tuple[int, int], ...]
+    migrating: tuple[tuple[int, str], ...] = ()  # (slot, target id): only on the "myself" line
+    importing: tuple[tuple[int, str], ...] = ()  # (slot, source id)
 
     @property
     def is_master(self) -> bool:
@@ -82,9 +84,15 @@ def parse_nodes(text: str) -> list[ClusterNode]:
         address, _, rest = fields[1].partition("@")
         hostname = rest.partition(",")[2]
         ip, _, port = address.rpartition(":")
-        slots = []
+        slots, migrating, importing = [], [], []
         for item in fields[8:]:
             if item.startswith("["):
+                slot, arrow, other = item.strip("[]").partition("->-")
+                if arrow:
+                    migrating.append((int(slot), other))
+                else:
+                    slot, _, other = item.strip("[]").partition("-<-")
+                    importing.append((int(slot), other))
                 continue
             start, _, end = item.partition("-")
             slots.append((int(start), int(end or start)))
@@ -97,6 +105,8 @@ def parse_nodes(text: str) -> list[ClusterNode]:
                 flags=frozenset(fields[2].split(",")),
                 master_id="" if fields[3] == "-" else fields[3],
                 slots=tuple(slots),
+                migrating=tuple(migrating),
+                importing=tuple(importing),
             )
         )
     return nodes
@@ -112,6 +122,7 @@ class Member:
     myid: str = ""
     view: tuple[ClusterNode, ...] = ()
     link_up: bool = False  # a replica's master_link_status
+    cluster_ok: bool = False  # its cluster_state
 
     @property
     def reachable(self) -> bool:
@@ -231,7 +242,9 @@ def plan(members: Sequence[Member], shards: int, replicas: int) -> Plan:
             "supported (move to a new release instead)"
         )
 
-    owned = {s for n in seed.view for a, b in n.slots for s in range(a, b + 1) if not n.failed}
+    # Slots of a failed master are not orphans: its replica takes them over, or, once its pod is replaced,
+    # the forget above releases them. Only slots nobody claims are handed out here.
+    owned = {s for n in seed.view for a, b in n.slots for s in range(a, b + 1)}
     orphans = [s for s in range(SLOTS) if s not in owned]
     if orphans:
         target = empty[0] if empty else min(masters, key=lambda n: n.slot_count) if masters else None
@@ -267,9 +280,38 @@ def plan(members: Sequence[Member], shards: int, replicas: int) -> Plan:
             )
             seed_view = [n for n in seed.view if n.id != node.id]
             seed_view.append(_as_replica(node, need.id))
-            seed = Member(seed.host, seed.port, seed.ip, seed.myid, tuple(seed_view), seed.link_up)
-    out.moves.extend(_balance(masters, index))
+            seed = replace(seed, view=tuple(seed_view))
+    unfinished = _unfinished_moves(members, index)
+    if unfinished:
+        out.moves.extend(unfinished)
+        return out
+    moves = _balance(masters, index)
+    # A new master refuses the keys of a slot (CLUSTERDOWN) until it knows every slot's owner and its
+    # cluster_state is ok.
+    learning = {
+        i
+        for i in {m.target for m in moves}
+        if not members[i].cluster_ok or sum(n.slot_count for n in members[i].view) < SLOTS
+    }
+    out.moves.extend(m for m in moves if m.target not in learning)
+    out.waiting += [f"{members[i].name} is still learning the slot map" for i in sorted(learning)]
     return out
+
+
+def _unfinished_moves(members: Sequence[Member], index: dict[str, int]) -> list[MoveSlots]:
+    """Slots left MIGRATING/IMPORTING by an interrupted move: finish them (moving a slot again is safe)."""
+    moves = []
+    for i, m in enumerate(members):
+        me = m.me()
+        if me is None:
+            continue
+        for slot, target in me.migrating:
+            if target in index:
+                moves.append(MoveSlots(i, index[target], (slot,), "finishing an interrupted move"))
+        for slot, source in me.importing:
+            if source in index and not any(slot == s for s, _ in (members[index[source]].me() or me).migrating):
+                moves.append(MoveSlots(index[source], i, (slot,), "finishing an interrupted move"))
+    return moves
 
 
 def _replica_count(view: Sequence[ClusterNode], master_id: str) -> int:
@@ -349,6 +391,10 @@ def health(members: Sequence[Member], shards: int, replicas: int) -> list[str]:
         me = m.me()
         if me is not None and not me.is_master and not m.link_up:
             problems.append(f"replica {m.name} has not synced with its master yet")
+    index = {m.myid: i for i, m in enumerate(members) if m.reachable}
+    if all(n.id in index for n in masters) and _balance(masters, index):
+        counts = ", ".join(f"{n.hostname or n.ip}:{n.port} {n.slot_count}" for n in masters)
+        problems.append(f"slots are still being moved to even out the shards ({counts})")
     return problems
 
 
@@ -409,7 +455,8 @@ def observe(settings: Settings) -> list[Member]:
                 myid = str(c.execute_command("CLUSTER", "MYID"))
                 view = tuple(parse_nodes(str(c.execute_command("CLUSTER", "NODES"))))
                 link_up = c.info("replication").get("master_link_status") == "up"
-            members.append(Member(host, port, ip, myid, view, link_up))
+                cluster_ok = "cluster_state:ok" in str(c.execute_command("CLUSTER", "INFO"))
+            members.append(Member(host, port, ip, myid, view, link_up, cluster_ok))
         except (OSError, redis.RedisError):
             members.append(Member(host, port))
     return members
@@ -428,35 +475,48 @@ def apply(settings: Settings, members: Sequence[Member], todo: Plan, log: list[s
     for move in todo.moves:
         source, target = members[move.source], members[move.target]
         log.append(f"moving {len(move.slots)} slots {source.name} -> {target.name} ({move.why})")
+        others = [m for m in members if m.reachable and m.myid not in (source.myid, target.myid) and _is_master(m)]
         try:
-            for slot in move.slots:
-                move_slot(settings, members, source, target, slot)
+            with settings.client(source.host, source.port) as src, settings.client(target.host, target.port) as dst:
+                peers = [settings.client(m.host, m.port) for m in others]
+                try:
+                    for slot in move.slots:
+                        move_slot(settings, src, dst, peers, source, target, slot)
+                finally:
+                    for peer in peers:
+                        peer.close()
         except redis.RedisError as exc:
             log.append(f"  failed: {exc}")
 
 
-def move_slot(settings: Settings, members: Sequence[Member], source: Member, target: Member, slot: int) -> None:
+def _is_master(member: Member) -> bool:
+    me = member.me()
+    return me is not None and me.is_master
+
+
+def move_slot(
+    settings: Settings,
+    src: redis.Redis,
+    dst: redis.Redis,
+    peers: Sequence[redis.Redis],
+    source: Member,
+    target: Member,
+    slot: int,
+) -> None:
     """The documented resharding steps: IMPORTING/MIGRATING, MIGRATE the keys in batches, then NODE everywhere."""
-    with settings.client(source.host, source.port) as src, settings.client(target.host, target.port) as dst:
-        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.myid)
-        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.myid)
-        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH):
-            auth: list[str] = []
-            if settings.password:
-                auth = ["AUTH2", settings.user or "default", settings.password]
-            src.execute_command(
-                "MIGRATE", target.ip, target.port, "", 0, int(settings.timeout * 1000), "REPLACE", *auth, "KEYS", *keys
-            )
-        dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
-        src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
-    for m in members:
-        me = m.me()
-        if m.reachable and me is not None and me.is_master and m.myid not in (source.myid, target.myid):
-            try:
-                with settings.client(m.host, m.port) as c:
-                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
-            except redis.RedisError:
-                pass  # gossip tells it soon enough
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.myid)
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.myid)
+    auth: list[str] = ["AUTH2", settings.user or "default", settings.password] if settings.password else []
+    while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH):
+        timeout_ms = int(settings.timeout * 1000)
+        src.execute_command("MIGRATE", target.ip, target.port, "", 0, timeout_ms, "REPLACE", *auth, "KEYS", *keys)
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
+    src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
+    for peer in peers:
+        try:
+            peer.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
+        except redis.RedisError:
+            pass  # gossip tells it soon enough
 
 
 def reconcile(settings: Settings) -> tuple[Plan, list[str]]:
