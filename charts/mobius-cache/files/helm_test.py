@@ -151,7 +151,9 @@ def check_redis(
                     raise
                 seen.append("CONFIG refused (NOPERM)")
             else:
-                raise RuntimeError(f"user {address.username or 'default'} may run CONFIG: the ACL is not in force")
+                raise RuntimeError(
+                    f"user {address.username or 'default'} may run CONFIG: the ACL is not in force"
+                )
     if key_prefix:
         seen.append(round_trip(address, host, port, password, f"{key_prefix}helm-test", timeout))
     return ", ".join(seen)

@@ -25,12 +25,14 @@ Configuration (environment):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -211,11 +213,13 @@ def plan(members: Sequence[Member], shards: int, replicas: int) -> Plan:
     view = {n.id: n for n in seed.view}
     seed_i = members.index(seed)
 
-    for i, m in enumerate(members):
+    for m in members:
         if not m.reachable:
             out.waiting.append(f"{m.name} does not answer")
         elif m.myid not in view or len(m.view) < 2:
-            out.actions.append(Action(seed_i, ("CLUSTER", "MEET", m.ip, m.port), f"{m.name} is not in the cluster"))
+            out.actions.append(
+                Action(seed_i, ("CLUSTER", "MEET", m.ip, m.port), f"{m.name} is not in the cluster")
+            )
 
     for node in seed.view:
         replaced = [m for m in members if m.reachable and node.named(m.host, m.port) and m.myid != node.id]
@@ -263,12 +267,9 @@ def plan(members: Sequence[Member], shards: int, replicas: int) -> Plan:
 
     while empty and len(masters) < shards:
         masters.append(empty.pop(0))  # a new shard: it gets slots by the moves below
+    planned = list(seed.view)  # the view as the REPLICATEs planned so far leave it
     for node in empty:
-        need = min(
-            (m for m in masters if _replica_count(seed.view, m.id) < replicas),
-            key=lambda m: (_replica_count(seed.view, m.id), index[m.id]),
-            default=None,
-        )
+        need = _fewest_replicas(masters, planned, replicas, index)
         member = members[index[node.id]]
         if need is None:
             out.waiting.append(f"{member.name} is a spare master: every shard has its {replicas} replicas")
@@ -278,9 +279,7 @@ def plan(members: Sequence[Member], shards: int, replicas: int) -> Plan:
             out.actions.append(
                 Action(index[node.id], ("CLUSTER", "REPLICATE", need.id), f"a replica for {need.id[:8]}")
             )
-            seed_view = [n for n in seed.view if n.id != node.id]
-            seed_view.append(_as_replica(node, need.id))
-            seed = replace(seed, view=tuple(seed_view))
+            planned = [n for n in planned if n.id != node.id] + [_as_replica(node, need.id)]
     unfinished = _unfinished_moves(members, index)
     if unfinished:
         out.moves.extend(unfinished)
@@ -309,9 +308,19 @@ def _unfinished_moves(members: Sequence[Member], index: dict[str, int]) -> list[
             if target in index:
                 moves.append(MoveSlots(i, index[target], (slot,), "finishing an interrupted move"))
         for slot, source in me.importing:
-            if source in index and not any(slot == s for s, _ in (members[index[source]].me() or me).migrating):
+            if source in index and not any(
+                slot == s for s, _ in (members[index[source]].me() or me).migrating
+            ):
                 moves.append(MoveSlots(index[source], i, (slot,), "finishing an interrupted move"))
     return moves
+
+
+def _fewest_replicas(
+    masters: Sequence[ClusterNode], view: Sequence[ClusterNode], replicas: int, index: dict[str, int]
+) -> ClusterNode | None:
+    """The master with the fewest replicas, if it has fewer than asked (the lowest pod first on a tie)."""
+    short = [m for m in masters if _replica_count(view, m.id) < replicas]
+    return min(short, key=lambda m: (_replica_count(view, m.id), index[m.id]), default=None)
 
 
 def _replica_count(view: Sequence[ClusterNode], master_id: str) -> int:
@@ -333,7 +342,7 @@ def _plan_create(members: Sequence[Member], shards: int, out: Plan) -> Plan:
         out.refused.append(f"{shards} shards need at least {shards} pods, there are {len(members)}")
         return out
     first = members[0]
-    for i, m in enumerate(members[1:], start=1):
+    for m in members[1:]:
         if not any(n.id == m.myid for n in first.view):
             out.actions.append(Action(0, ("CLUSTER", "MEET", m.ip, m.port), f"forming: {m.name} meets pod 0"))
     for i, (start, end) in enumerate(split_slots(shards)):
@@ -348,7 +357,9 @@ def _balance(masters: Sequence[ClusterNode], index: dict[str, int]) -> list[Move
     if len(masters) < 2:
         return []
     ordered = sorted(masters, key=lambda n: index[n.id])
-    ideal = {n.id: SLOTS // len(ordered) + (1 if i < SLOTS % len(ordered) else 0) for i, n in enumerate(ordered)}
+    ideal = {
+        n.id: SLOTS // len(ordered) + (1 if i < SLOTS % len(ordered) else 0) for i, n in enumerate(ordered)
+    }
     short = {n.id: ideal[n.id] - n.slot_count for n in ordered if n.slot_count < ideal[n.id]}
     if not any(gap > ideal[i] * BALANCE_THRESHOLD for i, gap in short.items()):
         return []
@@ -399,6 +410,11 @@ def health(members: Sequence[Member], shards: int, replicas: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ I/O
+
+
+def run(client: redis.Redis, *args: str | int) -> Any:
+    """One command (redis-py's execute_command is untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -452,10 +468,10 @@ def observe(settings: Settings) -> list[Member]:
         try:
             ip = socket.gethostbyname(host)
             with settings.client(host, port) as c:
-                myid = str(c.execute_command("CLUSTER", "MYID"))
-                view = tuple(parse_nodes(str(c.execute_command("CLUSTER", "NODES"))))
+                myid = str(run(c, "CLUSTER", "MYID"))
+                view = tuple(parse_nodes(str(run(c, "CLUSTER", "NODES"))))
                 link_up = c.info("replication").get("master_link_status") == "up"
-                cluster_ok = "cluster_state:ok" in str(c.execute_command("CLUSTER", "INFO"))
+                cluster_ok = "cluster_state:ok" in str(run(c, "CLUSTER", "INFO"))
             members.append(Member(host, port, ip, myid, view, link_up, cluster_ok))
         except (OSError, redis.RedisError):
             members.append(Member(host, port))
@@ -469,15 +485,20 @@ def apply(settings: Settings, members: Sequence[Member], todo: Plan, log: list[s
         log.append(f"{m.name}: {' '.join(map(str, action.command))}  ({action.why})")
         try:
             with settings.client(m.host, m.port) as c:
-                c.execute_command(*action.command)
+                run(c, *action.command)
         except redis.RedisError as exc:
             log.append(f"  failed: {exc}")
     for move in todo.moves:
         source, target = members[move.source], members[move.target]
         log.append(f"moving {len(move.slots)} slots {source.name} -> {target.name} ({move.why})")
-        others = [m for m in members if m.reachable and m.myid not in (source.myid, target.myid) and _is_master(m)]
+        others = [
+            m for m in members if m.reachable and m.myid not in (source.myid, target.myid) and _is_master(m)
+        ]
         try:
-            with settings.client(source.host, source.port) as src, settings.client(target.host, target.port) as dst:
+            with (
+                settings.client(source.host, source.port) as src,
+                settings.client(target.host, target.port) as dst,
+            ):
                 peers = [settings.client(m.host, m.port) for m in others]
                 try:
                     for slot in move.slots:
@@ -504,19 +525,17 @@ def move_slot(
     slot: int,
 ) -> None:
     """The documented resharding steps: IMPORTING/MIGRATING, MIGRATE the keys in batches, then NODE everywhere."""
-    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.myid)
-    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.myid)
+    run(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source.myid)
+    run(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target.myid)
     auth: list[str] = ["AUTH2", settings.user or "default", settings.password] if settings.password else []
-    while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH):
+    while keys := run(src, "CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH):
         timeout_ms = int(settings.timeout * 1000)
-        src.execute_command("MIGRATE", target.ip, target.port, "", 0, timeout_ms, "REPLACE", *auth, "KEYS", *keys)
-    dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
-    src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
+        run(src, "MIGRATE", target.ip, target.port, "", 0, timeout_ms, "REPLACE", *auth, "KEYS", *keys)
+    run(dst, "CLUSTER", "SETSLOT", slot, "NODE", target.myid)
+    run(src, "CLUSTER", "SETSLOT", slot, "NODE", target.myid)
     for peer in peers:
-        try:
-            peer.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.myid)
-        except redis.RedisError:
-            pass  # gossip tells it soon enough
+        with contextlib.suppress(redis.RedisError):  # gossip tells it soon enough
+            run(peer, "CLUSTER", "SETSLOT", slot, "NODE", target.myid)
 
 
 def reconcile(settings: Settings) -> tuple[Plan, list[str]]:
@@ -545,7 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         while time.monotonic() < deadline:
             problems = health(observe(settings), settings.shards, settings.replicas)
             if not problems:
-                print(f"the cluster is healthy: {settings.shards} shards x (1 + {settings.replicas})", flush=True)
+                print(
+                    f"the cluster is healthy: {settings.shards} shards x (1 + {settings.replicas})",
+                    flush=True,
+                )
                 return 0
             time.sleep(2)
         print("the cluster does not match the values:\n- " + "\n- ".join(problems), flush=True)
