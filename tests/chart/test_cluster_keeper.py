@@ -144,6 +144,18 @@ def test_an_interrupted_move_is_finished_first() -> None:
     assert [(m.source, m.target, m.slots) for m in todo.moves] == [(0, 6, (100,))]
 
 
+def test_a_master_that_lost_its_address_unfailed_is_failed_over_by_its_replica() -> None:
+    stuck = f"{0:040x} :0@0,pod-0 master,noaddr - 0 0 1 disconnected 0-5461"
+    view = [stuck, *HEALTHY[1:]]
+    new = keeper.Member(
+        "pod-0", 6379, "10.0.0.0", "e" * 40, tuple(keeper.parse_nodes(node_line(14, myself=True)))
+    )
+    todo = keeper.plan([new, *(member(i, view) for i in range(1, 6))], 3, 1)
+    assert [(a.member, a.command) for a in todo.actions if a.command[1] != "MEET"] == [
+        (3, ("CLUSTER", "FAILOVER", "FORCE"))
+    ]
+
+
 def test_scaling_in_is_refused() -> None:
     todo = keeper.plan([member(i, HEALTHY) for i in range(6)], 2, 1)
     assert todo.refused and "scaling in is not supported" in todo.refused[0]
@@ -282,7 +294,11 @@ async def test_the_library_and_the_operator_use_the_cluster(cluster: Cluster) ->
 
 
 @pytest.mark.slow
-def test_a_killed_primary_is_replaced_and_its_new_pod_rejoins(cluster: Cluster) -> None:
+@pytest.mark.parametrize("downtime", [3.0, 0.0], ids=["failed-over-first", "address-taken-at-once"])
+def test_a_killed_primary_is_replaced_and_its_new_pod_rejoins(cluster: Cluster, downtime: float) -> None:
+    """A pod killed and replaced by an empty one. After 3 s the cluster has failed the primary over by
+    itself; at once, the new node answers at the old address before the primary is marked failed, Redis
+    stops probing it, and only the keeper's CLUSTER FAILOVER FORCE on its replica gets the shard back."""
     cluster.keep()
     with cluster.client() as rc:
         for i in range(200):
@@ -291,8 +307,7 @@ def test_a_killed_primary_is_replaced_and_its_new_pod_rejoins(cluster: Cluster) 
     with victim.admin(decode_responses=True) as c:
         old_id = c.execute_command("CLUSTER", "MYID")
     victim.kill()
-    # The cluster promotes the replica by itself; the pod then comes back empty, as a new node.
-    time.sleep(3)
+    time.sleep(downtime)
     victim.restart(fresh=True)
     done = cluster.keep()
     assert any(f"CLUSTER FORGET {old_id}" in line for line in done), done

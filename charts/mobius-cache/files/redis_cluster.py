@@ -227,7 +227,15 @@ def plan(members: Sequence[Member], shards: int, replicas: int) -> Plan:
         # A failed master that still holds slots waits for its replica to take over (forgetting it now
         # would cost that replica the votes it needs), unless no live replica is left to do so.
         taking_over = node.is_master and node.slots and _replica_count(seed.view, node.id) > 0
-        if node.failed and (replaced or unknown) and not taking_over:
+        if taking_over and "noaddr" in node.flags and "fail" not in node.flags:
+            # Another node answered at its address before it was marked failed: Redis then stops probing
+            # it, never marks it failed, and its replica never takes over by itself. Make the replica do it.
+            heir = min(
+                (n for n in seed.view if n.master_id == node.id and n.id in index), key=lambda n: index[n.id]
+            )
+            why = f"{node.id[:8]} lost its address to another node before it was marked failed"
+            out.actions.append(Action(index[heir.id], ("CLUSTER", "FAILOVER", "FORCE"), why))
+        elif node.failed and (replaced or unknown) and not taking_over:
             why = f"{node.id[:8]} ({node.hostname or node.ip}:{node.port}) failed and " + (
                 "was replaced by a new node" if replaced else "is no pod of this release"
             )
