@@ -167,6 +167,7 @@ class _Process:
     env: dict[str, str] = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcn-")))
     proc: subprocess.Popen[bytes] | None = None
+    started_env: dict[str, str] = field(default_factory=dict)
 
     def _layout(self, rules: str) -> dict[str, str]:
         config, passwords, scripts, run = (self.root / d for d in ("config", "passwords", "scripts", "run"))
@@ -200,7 +201,25 @@ class _Process:
             return ["--port", "0", "--tls-port", str(self.port), *self.tls.args()]
         return ["--port", str(self.port)]
 
+    def probe(self, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """The pod's probe (files/redis/probe.sh) as the kubelet runs it in this container."""
+        assert self.started_env, "not started"
+        run_env = {
+            **self.started_env,
+            "MOBIUS_REDIS_PORT": str(self.port),
+            "MOBIUS_SENTINEL_PORT": str(self.port),
+        }
+        if self.rendered.passwords:
+            run_env.update(
+                MOBIUS_REDIS_CLI_USER="mobius-exporter",
+                REDISCLI_AUTH=self.rendered.passwords["mobius-exporter"],
+            )
+        run_env.update(env)
+        script = str(self.root / "scripts" / "probe.sh")
+        return subprocess.run(["sh", script, mode], env=run_env, capture_output=True, text=True, timeout=30)
+
     def _start(self, script: str, env: dict[str, str], args: list[str]) -> None:
+        self.started_env = env
         log = (self.root / "out.log").open("ab")
         self.proc = subprocess.Popen(
             ["sh", str(self.root / "scripts" / script), "--bind", HOST, *self._listen_args(), *args],

@@ -260,3 +260,10 @@ def test_auth_off_runs_without_users() -> None:
         with node.client(decode_responses=True) as c:
             assert c.ping() and c.config_get("maxmemory") == {"maxmemory": str(1024**3)}
         assert not (node.root / "run" / "users.acl").exists()
+
+
+def test_the_probes_log_in_as_the_exporter(node: ChartNode) -> None:
+    assert node.probe("live").returncode == 0
+    assert node.probe("ready").returncode == 0
+    wrong = node.probe("ready", REDISCLI_AUTH="wrong")
+    assert wrong.returncode != 0 and "no PONG" in wrong.stderr

@@ -256,7 +256,10 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.mark.slow
 def test_the_keeper_forms_the_cluster_and_then_does_nothing(cluster: Cluster) -> None:
+    not_yet = cluster.nodes[0].probe("ready")
+    assert not_yet.returncode != 0 and "cluster_state is fail" in not_yet.stderr, "ready before it is formed"
     done = cluster.keep()
+    assert [n.probe("ready").returncode for n in cluster.nodes] == [0] * 6
     assert any("ADDSLOTSRANGE" in line for line in done) and any("REPLICATE" in line for line in done)
     assert [cluster.role(n) for n in cluster.nodes] == ["master"] * 3 + ["slave"] * 3
     todo, log = keeper.reconcile(cluster.settings())

@@ -150,6 +150,8 @@ def test_the_group_forms_fails_over_and_takes_a_restarted_pod_back(group: Group)
     password = group.rendered.passwords["mobius-cache"]
     first = group.master_port()
     assert first == group.nodes[0].port, "pod 0 is the first master"
+    assert [n.probe("ready").returncode for n in group.nodes] == [0, 0, 0]
+    assert [s.probe("sentinel").returncode for s in group.sentinels] == [0, 0, 0]
     assert group.refused() == [], "a replica or a Sentinel lacks a command"
     seen = helm_test.check_redis(
         group.url(), password, str(1024**3), 5, key_prefix="mobius:", expect_acl=True
@@ -174,6 +176,7 @@ def test_the_group_forms_fails_over_and_takes_a_restarted_pod_back(group: Group)
     with group.node(first).admin(decode_responses=True) as c:
         info = c.info("replication")
     assert info["role"] == "slave" and int(info["master_port"]) == second
+    assert group.node(first).probe("ready").returncode == 0
 
 
 def test_redis_py_finds_the_master_with_the_cache_user(group: Group) -> None:

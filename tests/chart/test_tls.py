@@ -142,3 +142,7 @@ def test_an_existing_certificate_works_the_same(tmp_path: Path) -> None:
     assert not rendered.tls
     with chart_node(rendered, tls=make_tls(tmp_path / "corp")) as node, node.client("mobius-cache") as c:
         assert c.set("mobius:k", "v") and c.get("mobius:k") == b"v"
+
+
+def test_the_probes_work_over_tls(node: ChartNode) -> None:
+    assert node.probe("ready").returncode == 0
