@@ -37,13 +37,58 @@ VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
     ),
     "example-and-namespace-scope": ({"example.enabled": True, "operator.scope": "namespace"}, []),
     "existing-secret": ({"redis.auth.existingSecret": "my-redis", "redis.networkPolicy.enabled": False}, []),
+    "tls": ({"redis.tls.enabled": True, "example.enabled": True}, []),
+    "tls-existing-acl-prefix": (
+        {
+            "redis.tls.enabled": True,
+            "redis.tls.existingSecret": "corp-tls",
+            "redis.acl.cacheKeyPrefixes": ["mobius:"],
+        },
+        [],
+    ),
+    "replication": ({"redis.architecture": "replication", "example.enabled": True}, []),
+    "replication-tls-hard-persistent": (
+        {
+            "redis.architecture": "replication",
+            "redis.replicas": 4,
+            "redis.tls.enabled": True,
+            "redis.podAntiAffinity": "hard",
+            "redis.persistence.enabled": True,
+        },
+        [],
+    ),
+    "replication-auth-off-no-exporter": (
+        {"redis.architecture": "replication", "redis.auth.enabled": False, "exporter.enabled": False},
+        [],
+    ),
+    "cluster": ({"redis.architecture": "cluster", "example.enabled": True}, MONITORING_APIS),
+    "cluster-tls-big": (
+        {
+            "redis.architecture": "cluster",
+            "redis.tls.enabled": True,
+            "redis.cluster.shards": 5,
+            "redis.cluster.replicasPerShard": 2,
+            "monitoring.serviceMonitor.enabled": True,
+        },
+        MONITORING_APIS,
+    ),
+    "cluster-auth-off": ({"redis.architecture": "cluster", "redis.auth.enabled": False}, []),
 }
 
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
 
 
-def test_lint_strict() -> None:
-    result = helm.run_helm("lint", "--strict", str(helm.CHART))
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],
+        ["--set", "redis.architecture=replication", "--set", "redis.tls.enabled=true"],
+        ["--set", "redis.architecture=cluster", "--set", "redis.tls.enabled=true"],
+        ["--set", "redis.architecture=cluster", "--set", "redis.auth.enabled=false"],
+    ],
+)
+def test_lint_strict(flags: list[str]) -> None:
+    result = helm.run_helm("lint", "--strict", str(helm.CHART), *flags)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
