@@ -9,7 +9,8 @@ export HELM_CONFIG_HOME := $(CURDIR)/.tools/helm/config
 export HELM_DATA_HOME := $(CURDIR)/.tools/helm/data
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help venv system-deps tools test test-fast lint fmt run bench bench-quick dashboards e2e clean
+.PHONY: help venv system-deps tools test test-fast lint fmt run bench bench-quick dashboards e2e clean \
+	cluster cluster-down cluster-status images images-down
 
 help:
 	@echo "make run         start a local Redis and the sidecar on http://127.0.0.1:8787"
@@ -17,12 +18,14 @@ help:
 	@echo "make lint        ruff, mypy --strict, import-linter"
 	@echo "make bench       benchmarks; writes docs/benchmarks.md (make bench-quick: < 2 minutes)"
 	@echo "make dashboards  regenerate dashboards/*.json from dashboards/build.py"
-	@echo "make e2e         kind cluster end to end (skipped without Docker and kind)"
+	@echo "make cluster     a real Kubernetes control plane on 127.0.0.1 (built from source once); make cluster-down"
+	@echo "make images      both images, built by a local Docker Engine (started when none answers)"
+	@echo "make e2e         the chart end to end on a one-node cluster built here"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml operator/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q -e '.[dev,bench]' -e ./operator
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -33,10 +36,10 @@ system-deps:
 tools: system-deps
 	@scripts/ensure-helm.sh >/dev/null
 
-# Two passes: everything in parallel on both cores, then the tests that measure time, alone.
+# Starts the real Kubernetes and the Docker Engine (building them the first time), runs the tests in two passes
+# (in parallel on both cores, then the ones that measure time, alone) and stops what it started.
 test: venv system-deps tools
-	$(BIN)/python -m pytest -n 2 -m "not serial" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS)
+	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/run-tests.sh
 
 test-fast: venv
 	$(BIN)/python -m pytest -x -q $(PYTEST_ARGS)
@@ -66,6 +69,23 @@ dashboards: venv
 
 e2e: venv tools
 	@scripts/e2e-kind.sh
+
+# The real Kubernetes of the tests: scripts/cluster/cluster.py builds (once) and starts it; its state is .run/cluster.
+cluster: venv system-deps tools
+	@$(BIN)/python scripts/cluster/cluster.py up >/dev/null
+	@echo "export KUBECONFIG=$(CURDIR)/.run/cluster/kubeconfig"
+
+cluster-down:
+	@$(PY) scripts/cluster/cluster.py down
+
+cluster-status:
+	@$(PY) scripts/cluster/cluster.py status
+
+images: venv system-deps
+	@$(BIN)/python scripts/images.py build
+
+images-down:
+	@$(PY) scripts/images.py engine-down
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,11 @@ if [ "${1:-}" != "--redis-only" ]; then
   command -v prometheus-redis-exporter >/dev/null 2>&1 || want+=(prometheus-redis-exporter)
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
   command -v unzip >/dev/null 2>&1 || want+=(unzip)
+  command -v openssl >/dev/null 2>&1 || want+=(openssl)
+  # The Docker Engine that builds the images (started by scripts/images.py, networking locked down), and
+  # debootstrap for a local base image when no registry answers.
+  command -v dockerd >/dev/null 2>&1 || want+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 

@@ -10,6 +10,7 @@ import pytest
 from mobius_cache import (
     MISS,
     Cache,
+    CacheConflictError,
     CacheUnavailableError,
     InvalidInputError,
     InvalidKeyError,
@@ -168,8 +169,9 @@ async def test_incr_is_atomic_and_windowed(cache: Cache) -> None:
     ttl = await cache.ttl("api:v1:window")
     assert ttl is not None and 0 < ttl <= 30
     await cache.set("api:v1:text", "not a number")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(CacheConflictError, match="not an integer counter"):  # the stored value's fault: 409
         await cache.incr("api:v1:text")
+    assert await cache.get("api:v1:text") == "not a number"
     with pytest.raises(InvalidInputError):
         await cache.incr("api:v1:hits", by=1.5)  # type: ignore[arg-type]
 

@@ -80,7 +80,7 @@ async def test_tag_invalidation(backend: Cache) -> None:
         await backend.invalidate_tags("bad tag")
 
 
-async def test_many_members_are_popped_in_bounded_batches(backend: Cache) -> None:
+async def test_many_members_are_read_in_bounded_pages(backend: Cache) -> None:
     for start in range(0, 1200, 100):
         await asyncio.gather(
             *(backend.set(f"other:m{i}", i, tags=["big"]) for i in range(start, start + 100))

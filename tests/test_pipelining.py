@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mobius_cache import MISS, Cache, CacheUnavailableError, InvalidInputError
+from mobius_cache import MISS, Cache, CacheConflictError, CacheUnavailableError
 from tests.conftest import make_config
 from tests.servers import RedisCluster, RedisServer
 
@@ -41,7 +41,7 @@ async def test_a_redis_error_fails_only_its_own_command(cache: Cache) -> None:
         return_exceptions=True,
     )
     assert results[0] == 1 and results[3] == 1
-    assert isinstance(results[1], InvalidInputError)
+    assert isinstance(results[1], CacheConflictError)
     assert results[2] == 1
 
 
@@ -113,7 +113,7 @@ async def test_cluster_pipelines_route_each_command_by_slot(redis_cluster: Any) 
             c.get(keys[0]), c.incr("api:v1:text"), c.incr("api:v1:n"), c.get(keys[1]), return_exceptions=True
         )
         assert results[0] == 0 and results[3] == 1
-        assert isinstance(results[1], InvalidInputError) and results[2] == 1
+        assert isinstance(results[1], CacheConflictError) and results[2] == 1
 
 
 async def test_writes_and_reads_issued_in_one_tick_keep_their_order(cache: Cache) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import kopf
 
 from mobius_operator.handlers import register
-from mobius_operator.settings import OperatorSettings
+from mobius_operator.settings import InjectorSettings, OperatorSettings
 
 LOG_FORMATS = {"json": kopf.LogFormat.JSON, "full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN}
 
@@ -42,12 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         options = OperatorSettings()
-    except ValueError as exc:  # a bad MOBIUS_OPERATOR_* value: say which, do not start half-configured
+        injector = InjectorSettings()
+    except (
+        ValueError
+    ) as exc:  # a bad MOBIUS_OPERATOR_* or _INJECTOR_* value: say which, do not start half-configured
         print(f"mobius-operator: invalid settings: {exc}", file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
     kopf.run(
-        registry=register(options=options),
+        registry=register(options=options, injector=injector),
         standalone=True,
         clusterwide=bool(args.all_namespaces),
         namespaces=args.namespaces or (),

@@ -1,15 +1,21 @@
-"""The operator's own Kubernetes calls: read the Redis password Secret, create-or-patch the policy ConfigMap.
+"""The operator's own Kubernetes calls, with kubernetes_asyncio.
 
-kopf watches and patches the CacheConfigs and posts Events itself; this module covers the two other objects,
-with kubernetes_asyncio. Its credentials come from the same places as kopf's login: the pod's service account
-in a cluster, otherwise ``KUBECONFIG`` / ``~/.kube/config``.
+Read the Redis password Secret; create-or-patch the policy ConfigMap; patch a CacheConfig's status from the
+re-assert loop (kopf patches it in the change handlers); create-or-patch the release's default CacheConfig, owned
+by the operator's Deployment; and, for the sidecar injector, read one CacheConfig and post Events. Credentials
+come from the same places as kopf's login: the pod's service account in a cluster, otherwise ``KUBECONFIG`` /
+``~/.kube/config``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import json
 import os
+import socket
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,10 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["Kube", "KubeError", "SecretError"]
+__all__ = ["InvalidObjectError", "Kube", "KubeError", "SecretError"]
+
+
+MERGE_PATCH = "application/merge-patch+json"  # custom objects have no strategic merge
 
 
 class SecretError(Exception):
@@ -36,6 +45,8 @@ class Kube:
         self.api = api
         self.timeout = timeout
         self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
 
     @classmethod
     async def connect(cls, *, timeout: float = 10.0) -> Kube:
@@ -134,3 +145,141 @@ class Kube:
         }
         await self.core.patch_namespaced_config_map(name, namespace, patch, _request_timeout=self.timeout)
         return "patched"
+
+    async def read_cacheconfig(self, namespace: str, name: str, *, timeout: float) -> dict[str, Any] | None:
+        """The ``spec`` of CacheConfig ``namespace/name``, ``None`` when it does not exist; else KubeError."""
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                "cache.mobius.io", "v1alpha1", namespace, "cacheconfigs", name, _request_timeout=timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"{exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(str(exc) or type(exc).__name__) from exc
+        spec = obj.get("spec") if isinstance(obj, Mapping) else None
+        return dict(spec) if isinstance(spec, Mapping) else {}
+
+    async def post_event(self, target: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on ``target`` (apiVersion, kind, name, namespace, uid); errors -> KubeError."""
+        namespace = str(target["namespace"])
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{target['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {k: v for k, v in target.items() if v},
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "mobius-operator"},
+            "reportingComponent": "mobius-operator",
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(namespace, body, _request_timeout=self.timeout)
+        except ApiException as exc:
+            raise KubeError(f"cannot post an Event in {namespace}: {exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(f"cannot post an Event in {namespace}: {exc or type(exc).__name__}") from exc
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of one custom object."""
+        body: Any = {"status": dict(status)}
+        try:
+            await self.custom.patch_namespaced_custom_object_status(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                body,
+                _request_timeout=self.timeout,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
+            )
+        except ApiException as exc:
+            raise KubeError(
+                f"cannot patch the status of {plural} {namespace}/{name}: {exc.status} {exc.reason}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(
+                f"cannot patch the status of {plural} {namespace}/{name}: {exc or type(exc).__name__}"
+            ) from exc
+
+    async def deployment_uid(self, namespace: str, name: str) -> str:
+        """The UID of a Deployment (the owner of the default CacheConfig)."""
+        try:
+            deployment = await self.apps.read_namespaced_deployment(
+                name, namespace, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            raise KubeError(f"cannot read Deployment {namespace}/{name}: {exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(
+                f"cannot read Deployment {namespace}/{name}: {exc or type(exc).__name__}"
+            ) from exc
+        return str(deployment.metadata.uid)
+
+    async def upsert_custom_object(
+        self, group: str, version: str, plural: str, body: Mapping[str, Any]
+    ) -> str:
+        """Create the object, or merge-patch its spec, labels and owners: 'created' or 'patched'.
+
+        A 422 (the API server's schema or CEL rules refused it) raises :class:`InvalidObjectError`: retrying
+        cannot help, the values must change.
+        """
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        raw: Any = dict(body)
+        try:
+            try:
+                await self.custom.create_namespaced_custom_object(
+                    group, version, namespace, plural, raw, _request_timeout=self.timeout
+                )
+                return "created"
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            patch: Any = {
+                "metadata": {
+                    "labels": meta.get("labels", {}),
+                    "ownerReferences": meta.get("ownerReferences", []),
+                },
+                "spec": body["spec"],
+            }
+            await self.custom.patch_namespaced_custom_object(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                patch,
+                _request_timeout=self.timeout,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
+            )
+            return "patched"
+        except ApiException as exc:
+            if exc.status == 422:
+                raise InvalidObjectError(
+                    f"{plural} {namespace}/{name} refused by the API server: {_message(exc)}"
+                ) from exc
+            raise KubeError(f"cannot write {plural} {namespace}/{name}: {exc.status} {exc.reason}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(f"cannot write {plural} {namespace}/{name}: {exc or type(exc).__name__}") from exc
+
+
+class InvalidObjectError(KubeError):
+    """The API server refused an object as invalid (422): fix the values, do not retry."""
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or b"{}").get("message", exc.reason))
+    except (TypeError, ValueError):
+        return str(exc.reason)

@@ -3,7 +3,8 @@
 Reads fail open (a miss) when Redis cannot answer; writes and invalidations raise ``CacheUnavailableError``,
 and an invalidation that could not reach Redis is queued and replayed when it returns (see ``_invalidation``).
 All Redis errors pass through :meth:`Cache._exec`, which retries connection errors within a budget, feeds the
-circuit breaker and translates the error once.
+circuit breaker (with lost connections and the refusals that mean "this Redis cannot serve us"), translates
+the error once and reports refusals (see ``_refusals``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from ._config import CacheConfig
 from ._envelope import Entry, decode, decode_entry, encode, encode_raw, etag_of
 from ._exceptions import (
     CONNECTION_ERRORS,
+    CacheConflictError,
     CacheError,
     CacheUnavailableError,
     CircuitOpenError,
     InvalidInputError,
     PoolExhaustedError,
+    RedisRefusedError,
+    RedisScriptMissingError,
     SerializationError,
     translate,
 )
@@ -39,7 +43,8 @@ from ._invalidation import Invalidator
 from ._keys import KeySpace, validate_key
 from ._metrics import Metrics
 from ._pool import Executor, make_executor
-from ._scripts import INCR_TTL, SET_INDEXED, Script
+from ._refusals import RefusalLog
+from ._scripts import INCR_TTL, INDEX_ADD, INDEX_FORGET, SCRIPT_NAMES, SET_INDEXED, Script
 
 __all__ = ["MISS", "Cache", "SetResult"]
 
@@ -110,6 +115,7 @@ class Cache:
         )
         self._loads: dict[str, asyncio.Future[Any]] = {}
         self._redis_info: dict[str, Any] = {}
+        self.refusals = RefusalLog()
         self.invalidator = Invalidator(self)
         self._started = False
 
@@ -169,7 +175,8 @@ class Cache:
     async def _exec(self, *args: Any) -> Any:
         """Run one command: breaker check, bounded retries of connection errors with jittered exponential
         backoff, error translation. Timeouts are not retried (the command may have run; a retry would double
-        the wait). Redis error replies are not connection failures and do not trip the breaker."""
+        the wait). Redis error replies are not connection failures and do not trip the breaker, except the
+        refusals that say this Redis cannot serve us now (LOADING, BUSY, READONLY, MASTERDOWN)."""
         breaker = self._breaker
         if not breaker.closed and not breaker.allow():
             await asyncio.sleep(0)  # a loop that only hits an open circuit must still let other tasks run
@@ -181,18 +188,20 @@ class Cache:
             except PoolExhaustedError:
                 raise
             except CONNECTION_ERRORS as exc:
-                err = translate(exc)
+                err = translate(exc, _command_name(args))
                 if isinstance(err, PoolExhaustedError):
                     raise err from exc
                 breaker.record_failure()
                 retryable = not isinstance(exc, TimeoutError | redis_errors.TimeoutError)
                 if not retryable or attempt >= self._config.retry_attempts or not breaker.allow():
+                    self.refusals.note(err)
                     raise err from exc
                 attempt += 1
                 await asyncio.sleep(self._backoff(attempt))
-            except redis_errors.ResponseError as exc:  # the command was wrong, Redis is fine
-                breaker.record_success()
-                raise translate(exc) from exc
+            except redis_errors.ResponseError as exc:  # Redis answered: the connection is fine
+                err = translate(exc, _command_name(args))
+                self._account(err)
+                raise err from exc
             else:
                 if breaker.failures:
                     breaker.record_success()
@@ -211,19 +220,38 @@ class Cache:
         except CONNECTION_ERRORS as exc:
             breaker.record_failure()
             raise translate(exc) from exc
-        failed = next((r for r in replies if isinstance(r, CONNECTION_ERRORS)), None)
+        failed = next((i for i, r in enumerate(replies) if isinstance(r, CONNECTION_ERRORS)), None)
         if failed is not None:
             breaker.record_failure()
-            raise translate(failed) from failed
-        breaker.record_success()
+            err = translate(replies[failed], _command_name(commands[failed]))
+            self.refusals.note(err)
+            raise err from replies[failed]
+        refused = [
+            translate(r, _command_name(c))
+            for c, r in zip(commands, replies, strict=True)
+            if isinstance(r, redis_errors.ResponseError)
+        ]
+        if not refused:
+            breaker.record_success()
+        for err in refused:
+            self._account(err)
         return replies
+
+    def _account(self, err: CacheError) -> None:
+        """Redis answered with an error: the breaker hears a failure only when it means this Redis cannot
+        serve us; a refusal is reported either way."""
+        if isinstance(err, RedisRefusedError) and err.outage:
+            self._breaker.record_failure()
+        else:
+            self._breaker.record_success()
+        self.refusals.note(err)
 
     async def _script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             return await self._exec("EVALSHA", script.sha, len(keys), *keys, *args)
-        except CacheError as exc:
-            if not isinstance(exc.__cause__, redis_errors.NoScriptError) and "NOSCRIPT" not in str(exc):
-                raise
+        except RedisScriptMissingError:
+            # Redis lost its script cache (SCRIPT FLUSH, a restart, a failover): EVAL sends the source, which
+            # also loads it again for the next EVALSHA. A NOSCRIPT never reaches the caller.
             return await self._exec("EVAL", script.source, len(keys), *keys, *args)
 
     def _backoff(self, attempt: int) -> float:
@@ -457,23 +485,54 @@ class Cache:
         self, fk: str, stored: bytes, ttl: int, index_keys: list[str], cond: str
     ) -> bool:
         """Cluster: the value and its index entries live in different slots, so no single atomic step exists.
-        The index entries are written first: a value is never visible without them (an index entry without
-        a value only costs a no-op UNLINK later)."""
-        now_ms = int(time.time() * 1000)
-        exp, ttl_ms = now_ms + ttl * 1000, ttl * 1000
-        commands: list[tuple[Any, ...]] = []
-        for ik in index_keys:
-            commands += [
-                ("ZADD", ik, exp, fk),
-                ("ZREMRANGEBYSCORE", ik, "-inf", now_ms),
-                ("PEXPIRE", ik, ttl_ms, "NX"),
-                ("PEXPIRE", ik, ttl_ms, "GT"),
-            ]
-        await self._exec_many(commands)
-        if not cond:
-            await self._exec("SET", fk, stored, "EX", ttl)
-            return True
-        return bool(await self._script(SET_INDEXED, [fk], [stored, ttl, cond]))
+        The index entries are written first, each by a script that checks it can (its clock, type and ACL)
+        before writing and reports what it replaced: a value is never visible without them. When anything
+        after that is refused — another index, the value's write, its condition — the entries written are put
+        back as they were (INDEX_FORGET), so a refused write leaves nothing behind. Only when the outcome is
+        unknown (a timeout, a lost connection: the value may be stored) do the entries stay, since an entry
+        without its value costs a no-op UNLINK later while a value without its entry would be stale."""
+        results = await asyncio.gather(
+            *(self._script(INDEX_ADD, [ik], [fk, ttl]) for ik in index_keys), return_exceptions=True
+        )
+        written = [(ik, r) for ik, r in zip(index_keys, results, strict=True) if isinstance(r, list)]
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        value_unknown = False
+        if failure is None:  # every entry is written: now the value
+            try:
+                if cond:
+                    ok = bool(await self._script(SET_INDEXED, [fk], [stored, ttl, cond]))
+                else:
+                    await self._exec("SET", fk, stored, "EX", ttl)
+                    ok = True
+            except (RedisRefusedError, CacheConflictError, CircuitOpenError, PoolExhaustedError) as exc:
+                failure, ok = exc, False  # refused, or never sent: certainly not written
+            except CacheError as exc:
+                failure, ok, value_unknown = exc, False, True
+            if ok:
+                return True
+        if not value_unknown:
+            await self._undo_index(fk, written)
+        if failure is None:
+            return False  # the condition did not hold
+        if isinstance(failure, CacheError):
+            raise failure
+        raise translate(failure, "EVALSHA index_add") from failure
+
+    async def _undo_index(self, fk: str, written: Sequence[tuple[str, Any]]) -> None:
+        """Put index entries back as they were before INDEX_ADD (``written``: its replies per index key)."""
+        calls = []
+        for ik, (score, old) in written:
+            old_score = old.decode() if isinstance(old, bytes) else str(old)
+            calls.append(self._script(INDEX_FORGET, [ik], [1, fk, score, old_score]))
+        try:
+            await asyncio.gather(*calls)
+        except CacheError as exc:
+            log.error(
+                "could not take back the index entries of %r after its write failed (%s); they only cause "
+                "a needless UNLINK when invalidated",
+                fk,
+                exc,
+            )
 
     async def set_many(
         self,
@@ -505,7 +564,7 @@ class Cache:
             replies = await self._exec_many(commands)
             errors = [r for r in replies if isinstance(r, Exception)]
             if errors:
-                raise translate(errors[0])
+                raise translate(errors[0], "SET") from errors[0]
         if tagged:  # issued together, so implicit pipelining sends the scripts in one write too
             await asyncio.gather(*(self._store(k, fk, st, eff, tg, (), "") for k, fk, st, eff, tg in tagged))
         for row in rows:
@@ -527,9 +586,11 @@ class Cache:
         t0 = time.perf_counter()
         try:
             value = await self._script(INCR_TTL, [fk], [by, eff])
+        except CacheConflictError as exc:
+            raise CacheConflictError(
+                f"{key!r} holds a value that is not an integer counter, or the result would overflow ({exc})"
+            ) from exc
         except CacheError as exc:
-            if "not an integer" in str(exc) or "overflow" in str(exc):
-                raise InvalidInputError(f"{key!r} holds a value that is not an integer counter") from exc
             self.metrics.requests[(ks.ns_label(key), "incr", "error")] += 1
             if not isinstance(exc, CircuitOpenError):
                 self.metrics.observe("incr", time.perf_counter() - t0, key)
@@ -617,7 +678,9 @@ class Cache:
 
     # --- health and stats -------------------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
-        """Ping latency, Redis memory and identity, pool and circuit. Never raises: errors are reported."""
+        """Ping latency, Redis memory and identity, pool and circuit, and the last refusal (``refused``, see
+        ``_refusals``). Never raises: errors are reported. ``ok`` is False when Redis cannot serve us: it does
+        not answer, answers with an error (LOADING, BUSY...), or is a read-only replica."""
         out: dict[str, Any] = {
             "ok": False,
             "circuit": self.circuit_state,
@@ -630,9 +693,15 @@ class Cache:
             out["ping_ms"] = round((time.perf_counter() - t0) * 1000, 3)
             info = await self._info()
             out.update(info)
-            out["ok"] = True
+            if info.get("role") == "slave":
+                out["error"] = (
+                    "this Redis is a read-only replica (role: slave): writes and invalidations need the primary"
+                )
+            else:
+                out["ok"] = True
         except CacheError as exc:
             out["error"] = str(exc)
+        out["refused"] = self.refusals.report()
         return out
 
     async def _info(self) -> dict[str, Any]:
@@ -694,6 +763,7 @@ class Cache:
             "slow_ops": dict(self.metrics.slow),
             "invalidations": dict(self.metrics.invalidations),
             "invalidation_queue": len(self.invalidator.queue),
+            "refusals": dict(self.refusals.counts),
         }
 
     def _gauges(self) -> dict[str, Any]:
@@ -703,6 +773,14 @@ class Cache:
         row["used_memory"] = self._redis_info.get("used_memory")
         row["maxmemory"] = self._redis_info.get("maxmemory")
         return row
+
+
+def _command_name(args: Sequence[Any]) -> str:
+    """What a command is called in messages: ``SET``, or ``EVALSHA set_indexed`` for our scripts."""
+    name = str(args[0]).upper() if args else "?"
+    if name in ("EVALSHA", "EVAL") and len(args) > 1:
+        return f"{name} {SCRIPT_NAMES.get(args[1], 'script')}"
+    return name
 
 
 def _parse_info(text: Any) -> dict[str, str]:

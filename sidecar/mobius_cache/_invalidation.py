@@ -6,9 +6,12 @@ Data structures (all under the cache prefix; see docs/invalidation.md for the di
 - ``<prefix>~deps:<parent>``  sorted set: member = Redis key depending on ``parent``, score = its expiry (ms)
 
 Both are written in the same atomic step as the value (a Lua script; on a cluster, index first, then value),
-pruned of expired members on every write, and consumed in bounded batches (ZPOPMIN 500) on invalidation: no
-reply is ever unbounded, no command blocks Redis. Pattern invalidation is SCAN + UNLINK in batches of 1000,
-never KEYS, and always inside the prefix.
+pruned of expired members on every write, and read in bounded pages (ZRANGE ... LIMIT 500) on invalidation: no
+reply is ever unbounded, no command blocks Redis. An invalidation deletes the listed keys first and only then
+removes their entries from the index (INDEX_FORGET, which leaves an entry alone when a writer has rewritten it
+since), and a cascade removes entries only once every dependent is gone: whatever fails half-way, each key
+still cached stays reachable from its index, and the replayed invalidation finds it. Pattern invalidation is
+SCAN + UNLINK in batches of 1000, never KEYS, and always inside the prefix.
 
 Every invalidation is published on ``<prefix>events`` so every instance (and any subscriber in any language)
 sees it. One that cannot reach Redis is queued (bounded; on overflow the queue collapses into one
@@ -29,8 +32,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.asyncio import Redis
 
-from ._exceptions import CacheError, CacheUnavailableError, InvalidationQueuedError, InvalidInputError
+from ._exceptions import (
+    CacheError,
+    CacheUnavailableError,
+    InvalidationQueuedError,
+    InvalidInputError,
+    redis_error_code,
+    translate,
+)
 from ._keys import validate_key, validate_tag
+from ._scripts import INDEX_FORGET
 
 if TYPE_CHECKING:
     from ._client import Cache
@@ -42,6 +53,11 @@ log = logging.getLogger("mobius_cache")
 BATCH = 500
 SCAN_COUNT = 1000
 MAX_CASCADE = 100_000
+#: Replay back-off while Redis keeps refusing (a missing permission does not heal in 50 ms), seconds.
+REPLAY_BACKOFF_CAP = 5.0
+
+#: An index as read: index key -> its (member, score) entries.
+Entries = dict[str, list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -128,20 +144,25 @@ class Invalidator:
 
     async def _replay_loop(self) -> None:
         breaker = self.cache.breaker
+        pause = 0.05
         while self.queue:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.05, breaker.retry_after()) + 0.01)
+                await asyncio.wait_for(self._wake.wait(), max(pause, breaker.retry_after()) + 0.01)
             while self.queue:
                 op = self.queue[0]
                 try:
                     n = await self._apply(op)
                 except CacheUnavailableError:
+                    # Refusals that do not open the circuit (a missing permission, a full Redis) would
+                    # otherwise be retried every 50 ms: back off, up to a few seconds.
+                    pause = min(REPLAY_BACKOFF_CAP, pause * 2)
                     break
                 except CacheError as exc:
                     log.error("dropping an invalidation Redis refused: %s (%s)", op, exc)
                     self.queue.popleft()
                     continue
+                pause = 0.05
                 self.queue.popleft()
                 log.info("replayed a queued %s invalidation (%d keys)", op.kind, n)
                 with contextlib.suppress(CacheError):
@@ -177,51 +198,106 @@ class Invalidator:
         if cache.executor.cluster:
             for i in range(0, len(redis_keys), BATCH):
                 replies = await cache._exec_many([("UNLINK", k) for k in redis_keys[i : i + BATCH]])
-                total += sum(int(r) for r in replies if not isinstance(r, Exception))
+                refused = next((r for r in replies if isinstance(r, Exception)), None)
+                if refused is not None:  # never report a key as gone when it is not
+                    raise translate(refused, "UNLINK") from refused
+                total += sum(int(r) for r in replies)
             return total
         for i in range(0, len(redis_keys), BATCH):
             total += int(await cache._exec("UNLINK", *redis_keys[i : i + BATCH]))
         return total
 
-    async def _drain_index(self, index_keys: Sequence[str]) -> dict[str, list[str]]:
-        """Pop every member of each index sorted set, in bounded batches; returns members per index."""
-        out: dict[str, list[str]] = {k: [] for k in index_keys}
-        pending = list(index_keys)
+    async def _read_indexes(self, index_keys: Sequence[str]) -> tuple[Entries, list[str]]:
+        """Every (member, score) entry of each index, read in bounded pages without changing anything, all
+        indexes in one round trip per page; plus the index keys that hold something that is not an index.
+
+        Pages follow the score (the member's expiry), from the last score seen, inclusive: an entry removed
+        meanwhile (pruned, or forgotten by another invalidation) cannot make a page skip one that is still
+        there, as rank offsets would. When a whole page is entries already seen (more than a page of them share
+        one score), the next one is twice as wide."""
+        out: Entries = {}
+        corrupted: list[str] = []
+        seen: dict[str, set[str]] = {k: set() for k in index_keys}
+        pending = {k: ("-inf", BATCH) for k in dict.fromkeys(index_keys)}
         while pending:
-            replies = await self.cache._exec_many([("ZPOPMIN", k, BATCH) for k in pending])
-            again = []
-            for k, reply in zip(pending, replies, strict=True):
+            keys = list(pending)
+            commands = [
+                ("ZRANGE", k, pending[k][0], "+inf", "BYSCORE", "LIMIT", 0, pending[k][1], "WITHSCORES")
+                for k in keys
+            ]
+            replies = await self.cache._exec_many(commands)
+            again: dict[str, tuple[str, int]] = {}
+            for k, reply in zip(keys, replies, strict=True):
                 if isinstance(reply, Exception):
-                    raise CacheError(f"reading index {k}: {reply}")
-                members = _members(reply)
-                out[k].extend(members)
-                if len(members) >= BATCH:
-                    again.append(k)
+                    if redis_error_code(reply)[0] == "WRONGTYPE":
+                        corrupted.append(k)
+                        continue
+                    raise translate(reply, "ZRANGE") from reply
+                page = _entries(reply)
+                fresh = [e for e in page if e[0] not in seen[k]]
+                seen[k].update(m for m, _ in fresh)
+                out.setdefault(k, []).extend(fresh)
+                limit = pending[k][1]
+                if len(page) >= limit:
+                    again[k] = (page[-1][1], BATCH) if fresh else (page[-1][1], limit * 2)
             pending = again
-        return out
+        return out, corrupted
+
+    async def _forget(self, entries: Entries) -> None:
+        """Remove these entries from their indexes — those still as read: a rewritten one stays. About BATCH
+        entries per script; on a standalone Redis one script covers several indexes (a cascade reads
+        thousands of one-entry indexes), on a cluster each index is its own (its own slot)."""
+        one_key = self.cache.executor.cluster
+        calls = []
+        keys: list[str] = []
+        args: list[Any] = []
+        for index, found in entries.items():
+            for i in range(0, len(found), BATCH):
+                chunk = found[i : i + BATCH]
+                keys.append(index)
+                args += [len(chunk), *(a for member, score in chunk for a in (member, score, ""))]
+                if one_key or len(args) >= 3 * BATCH or len(keys) >= BATCH:
+                    calls.append(self.cache._script(INDEX_FORGET, keys, args))
+                    keys, args = [], []
+        if keys:
+            calls.append(self.cache._script(INDEX_FORGET, keys, args))
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def _drop_corrupted(self, index_keys: Sequence[str]) -> None:
+        """An index key that holds something else indexes nothing: remove it, so that tagged and dependent
+        writes (which refuse to write beside it) work again."""
+        if index_keys:
+            log.warning("removing index keys that held something other than an index: %s", list(index_keys))
+            await self._unlink(index_keys)
 
     async def _tags(self, tags: Sequence[str]) -> int:
         ks = self.cache.keys
-        index = await self._drain_index([ks.tag_key(t) for t in tags])
-        members = list(dict.fromkeys(m for ms in index.values() for m in ms))
+        index, corrupted = await self._read_indexes([ks.tag_key(t) for t in tags])
+        members = list(dict.fromkeys(m for found in index.values() for m, _ in found))
         n = await self._unlink(members)
-        await self._unlink(list(index))
+        await self._forget(index)  # only now: until its key is gone, each entry must stay
+        await self._drop_corrupted(corrupted)
         return n
 
     async def _cascade(self, roots: Sequence[str]) -> int:
-        """Breadth-first over the dependents indexes: one round trip per level, cycle-safe (visited set) and
-        bounded (MAX_CASCADE keys)."""
+        """Breadth-first over the dependents indexes: one round trip per level (and page), cycle-safe (visited
+        set) and bounded (MAX_CASCADE keys). The indexes are left as they are until every key is deleted, so a
+        cascade that fails half-way and is replayed from its root still reaches every dependent."""
         ks = self.cache.keys
         visited: set[str] = set(roots)
         frontier = list(roots)
         deleted = 0
+        read: Entries = {}
+        corrupted: list[str] = []
         while frontier:
-            index = await self._drain_index([ks.deps_key(k) for k in frontier])
+            index, bad = await self._read_indexes([ks.deps_key(k) for k in frontier])
             deleted += await self._unlink(frontier)
-            await self._unlink(list(index))
+            read.update(index)
+            corrupted += bad
             nxt = []
-            for members in index.values():
-                for m in members:
+            for found in index.values():
+                for m, _ in found:
                     if m not in visited:
                         visited.add(m)
                         nxt.append(m)
@@ -230,6 +306,8 @@ class Invalidator:
                 deleted += await self._unlink(nxt)
                 break
             frontier = nxt
+        await self._forget(read)
+        await self._drop_corrupted(corrupted)
         return deleted
 
     async def _pattern(self, pattern: str) -> int:
@@ -248,9 +326,7 @@ class Invalidator:
             except CacheError:
                 raise
             except Exception as exc:
-                from ._exceptions import translate
-
-                raise translate(exc) from exc
+                raise translate(exc, "SCAN") from exc
             return total + await self._unlink(batch)
         cursor = 0
         while True:
@@ -336,9 +412,19 @@ class Invalidator:
         self._sub_task = None
 
 
-def _members(reply: Any) -> list[str]:
-    """ZPOPMIN's reply as member names: RESP2 gives a flat [member, score, ...] list; redis-py may pair them."""
+def _entries(reply: Any) -> list[tuple[str, str]]:
+    """A ``ZRANGE ... WITHSCORES`` reply as (member, score) pairs: RESP2 gives a flat [member, score, ...]
+    list; redis-py may pair them. Scores stay text, as Redis wrote them, for the next page's cursor."""
     if not reply:
         return []
-    items = [pair[0] for pair in reply] if isinstance(reply[0], list | tuple) else reply[0::2]
-    return [m.decode("utf-8", "surrogateescape") if isinstance(m, bytes) else str(m) for m in items]
+    if isinstance(reply[0], list | tuple):
+        return [(_text(p[0]), _text(p[1])) for p in reply]
+    return [(_text(m), _text(s)) for m, s in zip(reply[0::2], reply[1::2], strict=True)]
+
+
+def _text(item: Any) -> str:
+    if isinstance(item, bytes):
+        return item.decode("utf-8", "surrogateescape")
+    if isinstance(item, float):
+        return repr(int(item)) if item.is_integer() else repr(item)
+    return str(item)

@@ -30,6 +30,9 @@ def validate_key(key: Any) -> str:
         raise InvalidKeyError(f"a key must be at most {MAX_KEY_BYTES} bytes of UTF-8, this one is {size}")
     if _BAD_CHARS.search(key):
         raise InvalidKeyError(f"a key must not contain whitespace or control characters: {key[:80]!r}")
+    if key[0] == "~":
+        # <prefix>~tag:... and <prefix>~deps:... are the layer's indexes: a value there would corrupt one.
+        raise InvalidKeyError(f"keys starting with '~' are reserved for the cache's indexes: {key[:80]!r}")
     return key
 
 

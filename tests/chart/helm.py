@@ -89,3 +89,19 @@ def render(values: Mapping[str, Any] | None = None, *extra: str) -> list[dict[st
     result = _cached_template(json.dumps(dict(values or {}), sort_keys=True), tuple(extra))
     assert result.returncode == 0, result.stderr
     return objects(result.stdout)
+
+
+def default_cacheconfig(docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The release's default CacheConfig as the operator will create it (from its Deployment's environment)."""
+    for doc in find(docs, "Deployment"):
+        for container in pod_spec(doc)["containers"]:
+            for env in container.get("env", []):
+                if env["name"] == "MOBIUS_OPERATOR_DEFAULT_CACHECONFIG":
+                    wanted = json.loads(env["value"])
+                    return {
+                        "apiVersion": "cache.mobius.io/v1alpha1",
+                        "kind": "CacheConfig",
+                        "metadata": {"name": wanted["name"], "labels": wanted["labels"]},
+                        "spec": wanted["spec"],
+                    }
+    raise AssertionError("no Deployment asks the operator for a default CacheConfig")

@@ -27,18 +27,25 @@ def containers(docs: list[dict[str, Any]], name: str = "mc-mobius-cache-redis") 
 
 
 def urls(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The Redis URL of each client: the sidecar (example app), the helm test, the default CacheConfig."""
+    """The Redis URL of each client: a sidecar (the example app's, added by hand: render with the injector
+    off), what the injector gives the sidecars it adds, the helm test, and the default CacheConfig (clients'
+    URL; the operator logs in as spec.redis.admin)."""
     example = pod_spec(one(docs, "Deployment", "mc-mobius-cache-example"))
     sidecar = next(c for c in example["containers"] if c["name"] == "mobius-sidecar")
+    operator = pod_spec(one(docs, "Deployment", "mc-mobius-cache-operator"))["containers"][0]
+    cacheconfig = helm.default_cacheconfig(docs)["spec"]["redis"]
+    assert cacheconfig["admin"]["username"] == "mobius-operator"
+    assert cacheconfig["admin"]["passwordSecretRef"]["key"] == "mobius-operator"
     return {
         "sidecar": env(sidecar)["MOBIUS_REDIS_URL"],
+        "injected": env(operator).get("MOBIUS_INJECTOR_REDIS_URL", ""),
         "helm test": env(one(docs, "Pod")["spec"]["containers"][0])["REDIS_URL"],
-        "operator": one(docs, "CacheConfig")["spec"]["redis"]["url"],
+        "cacheconfig": cacheconfig["url"],
     }
 
 
 def test_standalone_is_one_pod() -> None:
-    docs = render({"example.enabled": True})
+    docs = render({"example.enabled": True, "injector.enabled": False})
     sts = one(docs, "StatefulSet")
     assert sts["spec"]["replicas"] == 1 and sts["spec"]["podManagementPolicy"] == "OrderedReady"
     assert "affinity" not in pod_spec(sts)
@@ -53,14 +60,18 @@ def test_standalone_is_one_pod() -> None:
     ]
     assert urls(docs) == {
         "sidecar": f"redis://mobius-cache@{SVC}:6379/0",
+        "injected": "",
         "helm test": f"redis://mobius-cache@{SVC}:6379/0",
-        "operator": f"redis://mobius-operator@{SVC}:6379/0",
+        "cacheconfig": f"redis://mobius-cache@{SVC}:6379/0",
     }
     assert not find(docs, "Job") and len(find(docs, "Deployment")) == 2  # the operator and the example
+    operator = pod_spec(one(render({}), "Deployment", "mc-mobius-cache-operator"))["containers"][0]
+    assert env(operator)["MOBIUS_INJECTOR_REDIS_URL"] == f"redis://mobius-cache@{SVC}:6379/0"
+    assert env(operator)["MOBIUS_INJECTOR_REDIS_SECRET_KEY"] == "mobius-cache"
 
 
 def test_replication_runs_a_sentinel_in_every_pod() -> None:
-    docs = render({"redis.architecture": "replication", "example.enabled": True})
+    docs = render({"redis.architecture": "replication", "example.enabled": True, "injector.enabled": False})
     sts = one(docs, "StatefulSet")
     assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "OrderedReady"
     assert set(containers(docs)) == {"redis", "sentinel", "exporter"}
@@ -79,8 +90,9 @@ def test_replication_runs_a_sentinel_in_every_pod() -> None:
     sentinel_url = "mc-mobius-cache-redis-sentinel.cache.svc.cluster.local:26379/mobius-cache/0"
     assert urls(docs) == {
         "sidecar": f"redis+sentinel://mobius-cache@{sentinel_url}",
+        "injected": "",
         "helm test": f"redis+sentinel://mobius-cache@{sentinel_url}",
-        "operator": f"redis+sentinel://mobius-operator@{sentinel_url}",
+        "cacheconfig": f"redis+sentinel://mobius-cache@{sentinel_url}",
     }
 
 
@@ -117,7 +129,7 @@ def test_pods_are_spread_over_nodes(architecture: str) -> None:
 
 
 def test_cluster_has_shards_times_copies_and_a_keeper() -> None:
-    docs = render({"redis.architecture": "cluster", "example.enabled": True})
+    docs = render({"redis.architecture": "cluster", "example.enabled": True, "injector.enabled": False})
     sts = one(docs, "StatefulSet")
     assert sts["spec"]["replicas"] == 6 and sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["metadata"]["annotations"]["cache.mobius.io/architecture"] == "cluster"
@@ -145,8 +157,9 @@ def test_cluster_has_shards_times_copies_and_a_keeper() -> None:
     assert script == (helm.CHART / "files" / "redis_cluster.py").read_text()
     assert urls(docs) == {
         "sidecar": f"redis+cluster://mobius-cache@{SVC}:6379/0",
+        "injected": "",
         "helm test": f"redis+cluster://mobius-cache@{SVC}:6379/0",
-        "operator": f"redis+cluster://mobius-operator@{SVC}:6379/0",
+        "cacheconfig": f"redis+cluster://mobius-cache@{SVC}:6379/0",
     }
 
 
@@ -195,7 +208,14 @@ def _names_in(cert_pem: bytes) -> str:
 
 
 def test_tls_everywhere_with_a_generated_certificate() -> None:
-    docs = render({"redis.tls.enabled": True, "redis.architecture": "replication", "example.enabled": True})
+    docs = render(
+        {
+            "redis.tls.enabled": True,
+            "redis.architecture": "replication",
+            "example.enabled": True,
+            "injector.enabled": False,
+        }
+    )
     secret = one(docs, "Secret", "mc-mobius-cache-redis-tls")
     assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
     names = _names_in(base64.b64decode(secret["data"]["tls.crt"]))
@@ -214,7 +234,7 @@ def test_tls_everywhere_with_a_generated_certificate() -> None:
         f"/0?ssl_ca_certs={CA}"
     )
     assert (
-        found["operator"].startswith("rediss+sentinel://") and "?" not in found["operator"]
+        found["cacheconfig"].startswith("rediss+sentinel://") and "?" not in found["cacheconfig"]
     )  # the CRD takes no query
     operator = pod_spec(one(docs, "Deployment", "mc-mobius-cache-operator"))
     assert env(operator["containers"][0])["SSL_CERT_FILE"] == CA
@@ -238,10 +258,15 @@ def test_tls_everywhere_with_a_generated_certificate() -> None:
 
 def test_tls_with_an_existing_certificate_shows_clients_only_its_ca() -> None:
     docs = render(
-        {"redis.tls.enabled": True, "redis.tls.existingSecret": "corp-tls", "example.enabled": True}
+        {
+            "redis.tls.enabled": True,
+            "redis.tls.existingSecret": "corp-tls",
+            "example.enabled": True,
+            "injector.enabled": False,
+        }
     )
     assert not find(docs, "ConfigMap", "mc-mobius-cache-redis-ca")
-    assert not [d for d in find(docs, "Secret") if "tls" in d["metadata"]["name"]]
+    assert not find(docs, "Secret", "mc-mobius-cache-redis-tls")
     volumes = pod_spec(one(docs, "StatefulSet"))["volumes"]
     assert next(v for v in volumes if v["name"] == "tls")["secret"]["secretName"] == "corp-tls"
     client = next(

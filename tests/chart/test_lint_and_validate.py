@@ -73,6 +73,15 @@ VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
         MONITORING_APIS,
     ),
     "cluster-auth-off": ({"redis.architecture": "cluster", "redis.auth.enabled": False}, []),
+    "injector-fail-opt-in": (
+        {
+            "injector.failurePolicy": "Fail",
+            "injector.reinvocationPolicy": "Never",
+            "injector.namespaceSelector": {"matchLabels": {"cache.mobius.io/injection": "enabled"}},
+        },
+        [],
+    ),
+    "injector-off-example": ({"injector.enabled": False, "example.enabled": True}, []),
 }
 
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")

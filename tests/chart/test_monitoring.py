@@ -7,6 +7,7 @@ import json
 import yaml
 
 from tests.chart import helm
+from tests.chart.admitted import admitted, sidecar_of
 from tests.chart.helm import find, one, render
 
 DASHBOARDS = helm.ROOT / "dashboards"
@@ -88,10 +89,11 @@ def test_pod_monitor_scrapes_the_sidecars_metrics_port() -> None:
     # The dashboards read the cache namespace from `exported_namespace`: Prometheus must rename the label.
     assert endpoint["honorLabels"] is False
     assert endpoint["path"] == "/metrics"
-    # It selects the example pod, whose sidecar has a container port of that name.
-    pod = one(docs, "Deployment", "mc-mobius-cache-example")["spec"]["template"]
+    # It selects the example pod (as injected), whose sidecar has a container port of that name.
+    pod = admitted(docs, "mc-mobius-cache-example")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
-    ports = [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", ())]
+    containers = [*pod["spec"].get("initContainers", ()), *pod["spec"]["containers"]]
+    ports = [p["name"] for c in containers for p in c.get("ports", ())]
     assert ports == [endpoint["port"]]
 
 
@@ -107,13 +109,7 @@ def test_pod_monitor_needs_the_api_and_the_metrics_port() -> None:
 
 
 def test_metrics_port_off_leaves_the_sidecar_loopback_only() -> None:
-    pod = helm.pod_spec(
-        one(
-            render({"example.enabled": True, "sidecar.metricsPort": 0}),
-            "Deployment",
-            "mc-mobius-cache-example",
-        )
-    )
-    sidecar = next(c for c in pod["containers"] if c["name"] == "mobius-sidecar")
+    docs = render({"example.enabled": True, "sidecar.metricsPort": 0})
+    sidecar = sidecar_of(admitted(docs, "mc-mobius-cache-example"))
     assert "ports" not in sidecar
     assert "MOBIUS_SIDECAR_METRICS_PORT" not in {e["name"] for e in sidecar["env"]}

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.chart import helm
+from tests.chart.admitted import admitted, sidecar_of
 from tests.chart.helm import find, one, pod_spec, render
 
 CRD_SOURCE = helm.ROOT / "operator" / "mobius_operator" / "crds" / "cacheconfig.yaml"
@@ -71,9 +72,14 @@ def test_operator_deployment_is_single_and_recreated() -> None:
     container = spec["containers"][0]
     assert container["command"] == ["mobius-operator"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["ports"] == [{"name": "health", "containerPort": 8080}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080},
+        {"name": "webhook", "containerPort": 9443},  # the sidecar injector (tests/chart/test_injector.py)
+    ]
     limit = {"name": "MOBIUS_OPERATOR_REDIS_MEMORY_LIMIT", "value": "1536Mi"}
-    assert container["env"] == [limit], "the operator refuses a maxMemory above the Redis limit"
+    assert limit in container["env"], "the operator refuses a maxMemory above the Redis limit"
+    others = {e["name"] for e in container["env"]}
+    assert any(name.startswith("MOBIUS_INJECTOR_") for name in others)
 
 
 def test_crd_equals_the_operator_file() -> None:
@@ -146,20 +152,39 @@ def test_default_cacheconfig_validates_against_the_crd(name: str) -> None:
         "externalRedis.url": "redis+cluster://redis-cluster.data:6379",
     }
     values = CACHECONFIG_VALUES.get(name, cluster)
-    cacheconfig = one(render(values), "CacheConfig")
+    cacheconfig = helm.default_cacheconfig(render(values))
     if "+sentinel://" in cacheconfig["spec"]["redis"]["url"] and "sentinel" not in CRD_SOURCE.read_text():
         pytest.skip("this CRD does not take redis+sentinel:// URLs yet (the Sentinel work adds them)")
     jsonschema.Draft7Validator(_schema()).validate(cacheconfig)
     assert pruned_fields(cacheconfig, _schema()) == []
-    assert cacheconfig["apiVersion"] == "cache.mobius.io/v1alpha1"
-    hook = cacheconfig["metadata"]["annotations"]
-    assert hook["helm.sh/hook"] == "post-install,post-upgrade", "the CRD must exist before the CacheConfig"
-    assert hook["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert cacheconfig["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mobius-operator"
+
+
+def test_the_default_cacheconfig_is_the_operators_not_a_helm_object() -> None:
+    """Helm hooks outlive `helm uninstall`: the operator creates it, owned by its Deployment (tests/kube prove it)."""
+    docs = render({})
+    assert helm.find(docs, "CacheConfig") == []
+    env = {
+        e["name"]: e
+        for e in helm.pod_spec(one(docs, "Deployment", "mc-mobius-cache-operator"))["containers"][0]["env"]
+    }
+    assert env["MOBIUS_OPERATOR_OWNER_DEPLOYMENT"]["value"] == "mc-mobius-cache-operator"
+    assert env["MOBIUS_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    role = one(docs, "Role", "mc-mobius-cache-operator-default-config")
+    assert {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "resourceNames": ["mc-mobius-cache-operator"],
+        "verbs": ["get"],
+    } in role["rules"]
+    off = render({"cacheConfig.create": False})
+    assert "MOBIUS_OPERATOR_DEFAULT_CACHECONFIG" not in str(off)
+    assert helm.find(off, "Role", "mc-mobius-cache-operator-default-config") == []
 
 
 def test_a_bad_cacheconfig_fails_the_schema() -> None:
     """The check above can fail: a CacheConfig the CRD refuses is refused here too."""
-    cacheconfig = one(render({}), "CacheConfig")
+    cacheconfig = helm.default_cacheconfig(render({}))
     cacheconfig["spec"]["evictionPolicy"] = "lru"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(_schema()).validate(cacheconfig)
@@ -201,12 +226,14 @@ def test_labels_and_selectors_match(values: dict[str, Any]) -> None:
     assert one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].items() <= redis_labels.items()
 
 
-def test_the_example_app_carries_the_sidecar_contract() -> None:
-    docs = render({"example.enabled": True})
-    example = one(docs, "Deployment", "mc-mobius-cache-example")
-    spec = pod_spec(example)
-    assert example["spec"]["template"]["metadata"]["labels"]["mc-mobius-cache-client"] == "true"
-    sidecar = next(c for c in spec["containers"] if c["name"] == "mobius-sidecar")
+@pytest.mark.parametrize("injector", [True, False])
+def test_the_example_app_carries_the_sidecar_contract(injector: bool) -> None:
+    """Injected (one annotation) or carried by the pod itself (injector off): the same contract."""
+    docs = render({"example.enabled": True, "injector.enabled": injector})
+    pod = admitted(docs, "mc-mobius-cache-example")
+    spec = pod["spec"]
+    assert pod["metadata"]["labels"]["mc-mobius-cache-client"] == "true"
+    sidecar = sidecar_of(pod)
     env = {e["name"]: e for e in sidecar["env"]}
     # The sidecar logs in as the cache's own ACL user, with that user's password only.
     assert (
@@ -229,7 +256,7 @@ def test_the_example_app_carries_the_sidecar_contract() -> None:
     mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == "/etc/mobius/policy")
     volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
     assert volume["configMap"] == {"name": "mc-mobius-cache-policy", "optional": True}
-    assert one(docs, "CacheConfig")["metadata"]["name"] + "-policy" == volume["configMap"]["name"]
+    assert helm.default_cacheconfig(docs)["metadata"]["name"] + "-policy" == volume["configMap"]["name"]
 
 
 @pytest.mark.parametrize("scope", ["cluster", "namespace"])

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.chart import helm
+from tests.chart.admitted import admitted, sidecar_of
 from tests.chart.helm import one, pod_spec, render
 
 WORKLOADS = ("StatefulSet", "Deployment", "Pod")
@@ -37,7 +38,7 @@ def test_maxmemory_and_policy_values_reach_redis_conf(maxmemory: str, policy: st
     }
     conf = redis_conf(values)
     assert (conf["maxmemory"], conf["maxmemory-policy"]) == (maxmemory, policy)
-    cacheconfig = one(render(values), "CacheConfig")
+    cacheconfig = helm.default_cacheconfig(render(values))
     assert (cacheconfig["spec"]["maxMemory"], cacheconfig["spec"]["evictionPolicy"]) == (maxmemory, policy)
 
 
@@ -97,7 +98,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_client_gets_its_own_user_and_password() -> None:
-    docs = render({"example.enabled": True})
+    docs = render({"example.enabled": True, "injector.enabled": False})
     secret = one(docs, "Secret", "mc-mobius-cache-redis")
     assert set(secret["data"]) == {"mobius-cache", "mobius-operator", "mobius-exporter"}
     sts = one(docs, "StatefulSet")
@@ -111,9 +112,16 @@ def test_every_client_gets_its_own_user_and_password() -> None:
     assert _env(exporter)["REDIS_USER"]["value"] == "mobius-exporter"
     assert _env(exporter)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "mobius-exporter"
     assert _env(exporter)["REDIS_EXPORTER_CONFIG_COMMAND"]["value"] == "-"
-    spec = one(docs, "CacheConfig")["spec"]["redis"]
-    assert spec["url"] == "redis://mobius-operator@mc-mobius-cache-redis.cache.svc.cluster.local:6379/0"
-    assert spec["passwordSecretRef"] == {"name": "mc-mobius-cache-redis", "key": "mobius-operator"}
+    # The default CacheConfig: clients (injected sidecars) log in as the cache user, the operator as its own.
+    spec = helm.default_cacheconfig(docs)["spec"]["redis"]
+    assert spec == {
+        "url": "redis://mobius-cache@mc-mobius-cache-redis.cache.svc.cluster.local:6379/0",
+        "passwordSecretRef": {"name": "mc-mobius-cache-redis", "key": "mobius-cache"},
+        "admin": {
+            "username": "mobius-operator",
+            "passwordSecretRef": {"name": "mc-mobius-cache-redis", "key": "mobius-operator"},
+        },
+    }
     example = pod_spec(one(docs, "Deployment", "mc-mobius-cache-example"))
     sidecar = next(c for c in example["containers"] if c["name"] == "mobius-sidecar")
     assert _env(sidecar)["MOBIUS_REDIS_URL"]["value"].startswith("redis://mobius-cache@")
@@ -144,14 +152,17 @@ def test_each_architecture_adds_only_the_users_it_needs(architecture: str, users
 def test_generated_passwords_are_random_and_not_in_values() -> None:
     first = helm.objects(helm.template({}).stdout)
     second = helm.objects(helm.template({}).stdout)
-    a, b = one(first, "Secret")["data"], one(second, "Secret")["data"]
+    a = one(first, "Secret", "mc-mobius-cache-redis")["data"]
+    b = one(second, "Secret", "mc-mobius-cache-redis")["data"]
     assert a.keys() == b.keys() and all(a[k] != b[k] for k in a)
     assert len(set(a.values())) == len(a), "two users share a password"
 
 
 def test_existing_secret_is_used_and_nothing_generated() -> None:
-    docs = render({"redis.auth.existingSecret": "corp-redis", "example.enabled": True})
-    assert not helm.find(docs, "Secret")
+    docs = render(
+        {"redis.auth.existingSecret": "corp-redis", "example.enabled": True, "injector.enabled": False}
+    )
+    assert not helm.find(docs, "Secret", "mc-mobius-cache-redis")
     volumes = pod_spec(one(docs, "StatefulSet"))["volumes"]
     assert next(v for v in volumes if v["name"] == "passwords")["secret"]["secretName"] == "corp-redis"
     example = pod_spec(one(docs, "Deployment", "mc-mobius-cache-example"))
@@ -162,12 +173,12 @@ def test_existing_secret_is_used_and_nothing_generated() -> None:
 
 def test_auth_off_renders_no_secret_and_no_password() -> None:
     docs = render({"redis.auth.enabled": False})
-    assert not helm.find(docs, "Secret")
+    assert not helm.find(docs, "Secret", "mc-mobius-cache-redis")
     redis = pod_spec(one(docs, "StatefulSet"))["containers"][0]
     assert _env(redis)["MOBIUS_REDIS_AUTH"]["value"] == "off" and "REDISCLI_AUTH" not in _env(redis)
     assert "passwords" not in {v["name"] for v in pod_spec(one(docs, "StatefulSet"))["volumes"]}
-    spec = one(docs, "CacheConfig")["spec"]["redis"]
-    assert "passwordSecretRef" not in spec and "@" not in spec["url"]
+    spec = helm.default_cacheconfig(docs)["spec"]["redis"]
+    assert "passwordSecretRef" not in spec and "admin" not in spec and "@" not in spec["url"]
     assert "protected-mode no" in one(docs, "ConfigMap", "mc-mobius-cache-redis")["data"]["redis.conf"]
 
 
@@ -254,12 +265,11 @@ def test_external_redis_points_everything_at_it() -> None:
         }
     )
     assert not helm.find(docs, "StatefulSet") and not helm.find(docs, "NetworkPolicy")
-    assert one(docs, "CacheConfig")["spec"]["redis"] == {
+    assert helm.default_cacheconfig(docs)["spec"]["redis"] == {
         "url": url,
         "passwordSecretRef": {"name": "managed", "key": "redis-password"},
     }
-    example = one(docs, "Deployment", "mc-mobius-cache-example")
-    sidecar = next(c for c in pod_spec(example)["containers"] if c["name"] == "mobius-sidecar")
+    sidecar = sidecar_of(admitted(docs, "mc-mobius-cache-example"))
     assert _env(sidecar)["MOBIUS_REDIS_URL"]["value"] == url
     test_env = {e["name"]: e for e in one(docs, "Pod")["spec"]["containers"][0]["env"]}
     assert test_env["REDIS_URL"]["value"] == url and "EXPECT_MAXMEMORY" not in test_env

@@ -122,7 +122,8 @@ def test_incr_is_atomic(sidecar: SidecarProcess, ns: str, shared_redis: RedisSer
 def test_incr_on_text_value_is_a_clear_error(http: httpx.Client, ns: str) -> None:
     http.put(f"/v1/cache/{ns}:txt", content=b"abc", headers={"content-type": "text/plain"})
     resp = http.post(f"/v1/cache/{ns}:txt/incr", json={"by": 1})
-    assert resp.status_code == 400 and "not an integer" in resp.json()["detail"]
+    assert resp.status_code == 409 and resp.json()["error"] == "cache_conflict"
+    assert "not an integer" in resp.json()["detail"]
 
 
 def test_batch_get_and_set(sidecar: SidecarProcess, ns: str) -> None:

@@ -11,8 +11,9 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 
-BASE = os.environ.get("SIDECAR_URL", "http://127.0.0.1:8787")
+BASE = os.environ.get("MOBIUS_SIDECAR_URL", "http://127.0.0.1:8787")  # set by the sidecar injector
 KEY = f"config:example-{socket.gethostname()}"
 
 
@@ -25,9 +26,14 @@ def call(
         request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=3) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, _headers(response.headers), response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, _headers(exc.headers), exc.read()
+
+
+def _headers(message: Message) -> dict[str, str]:
+    """Header names in their canonical case (HTTP/1.1 servers may send them in lower case)."""
+    return {name.title(): value for name, value in message.items()}
 
 
 def main() -> None:

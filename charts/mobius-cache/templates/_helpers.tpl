@@ -180,15 +180,6 @@ true
 {{- end -}}
 {{- end -}}
 
-{{/* Return the Redis URL of the default CacheConfig (the operator's user; the CRD takes no query: the CA comes from SSL_CERT_FILE). */}}
-{{- define "mobius-cache.redis.operatorUrl" -}}
-{{- if .Values.redis.enabled -}}
-{{ include "mobius-cache.redis.roleUrl" (dict "ctx" . "role" "operator" "caQuery" false) }}
-{{- else -}}
-{{ .Values.externalRedis.url }}
-{{- end -}}
-{{- end -}}
-
 {{/* Return the name of the Secret holding the Redis passwords ("" when Redis needs none). */}}
 {{- define "mobius-cache.redis.secretName" -}}
 {{- if .Values.redis.enabled -}}
@@ -350,6 +341,9 @@ true
 {{- if and .Values.sidecar.metricsPort (eq (int .Values.sidecar.metricsPort) (int .Values.sidecar.port)) -}}
   {{- $messages = append $messages (printf "sidecar.metricsPort (%v) must differ from sidecar.port: the metrics-only listener is a second port" .Values.sidecar.metricsPort) -}}
 {{- end -}}
+{{- if and (include "mobius-cache.injector.enabled" .) (semverCompare "<1.29-0" .Capabilities.KubeVersion.Version) -}}
+  {{- $messages = append $messages (printf "injector.enabled needs Kubernetes 1.29 or newer (native sidecars), this cluster is %s: set injector.enabled=false and add the sidecar by hand (see the chart README)" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
 {{- if and .Values.monitoring.podMonitor.enabled (not .Values.sidecar.metricsPort) -}}
   {{- $messages = append $messages "monitoring.podMonitor.enabled needs sidecar.metricsPort: the sidecar's API port is loopback only, Prometheus can scrape only the metrics port" -}}
 {{- end -}}
@@ -380,7 +374,7 @@ true
     verbs: [create]
 {{- end }}
 
-{{/* Return the sidecar container (the example app uses it; the README shows the same for your own pods). */}}
+{{/* Return the sidecar container of a pod without the injector; mobius_operator.injection builds the same one (a chart test compares them). */}}
 {{- define "mobius-cache.sidecar.container" -}}
 {{- $probe := printf "import sys,urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%d%%s', timeout=2).status != 200)" (int .Values.sidecar.port) -}}
 - name: mobius-sidecar
@@ -423,13 +417,7 @@ true
   resources:
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
   securityContext:
-    allowPrivilegeEscalation: false
-    readOnlyRootFilesystem: true
-    runAsNonRoot: true
-    capabilities:
-      drop: [ALL]
-    seccompProfile:
-      type: RuntimeDefault
+    {{- toYaml .Values.sidecar.containerSecurityContext | nindent 4 }}
   volumeMounts:
     - name: mobius-policy
       mountPath: /etc/mobius/policy
@@ -451,4 +439,84 @@ true
     medium: Memory
     sizeLimit: 16Mi
 {{- include "mobius-cache.redis.caVolume" . }}
+{{- end -}}
+
+{{/* Return the release's default CacheConfig as JSON {name, spec, labels}: the operator creates it and owns it. */}}
+{{- define "mobius-cache.cacheConfig.default" -}}
+{{- $secret := include "mobius-cache.redis.secretName" . }}
+{{- /* url + passwordSecretRef: the clients' login (injected sidecars use it); admin: the operator's own ACL user.
+       No ?ssl_ca_certs= query (the CRD takes none): the operator trusts the CA through SSL_CERT_FILE. */}}
+{{- $url := .Values.externalRedis.url }}
+{{- if .Values.redis.enabled }}
+{{- $url = include "mobius-cache.redis.roleUrl" (dict "ctx" . "role" "cache" "caQuery" false) }}
+{{- end }}
+{{- $spec := dict "redis" (dict "url" $url) }}
+{{- if $secret }}
+{{- $_ := set $spec.redis "passwordSecretRef" (dict "name" $secret "key" (include "mobius-cache.redis.secretKey" .)) }}
+{{- if .Values.redis.enabled }}
+{{- $admin := dict "username" (include "mobius-cache.redis.user" "operator") "passwordSecretRef" (dict "name" $secret "key" (include "mobius-cache.redis.secretKey" (dict "ctx" . "role" "operator"))) }}
+{{- $_ = set $spec.redis "admin" $admin }}
+{{- end }}
+{{- end }}
+{{- $_ := set $spec "maxMemory" (toString (default .Values.redis.maxmemory .Values.cacheConfig.maxMemory)) }}
+{{- $_ = set $spec "evictionPolicy" (default .Values.redis.maxmemoryPolicy .Values.cacheConfig.evictionPolicy) }}
+{{- $_ = set $spec "defaultTTL" (int64 .Values.cacheConfig.defaultTTL) }}
+{{- $_ = set $spec "maxTTL" (int64 .Values.cacheConfig.maxTTL) }}
+{{- $_ = set $spec "keyPrefix" .Values.cacheConfig.keyPrefix }}
+{{- with .Values.cacheConfig.strategies }}
+{{- $_ = set $spec "strategies" . }}
+{{- end }}
+{{- $labels := include "mobius-cache.labels" (dict "ctx" . "component" "cacheconfig") | fromYaml }}
+{{- $_ = set $labels "app.kubernetes.io/managed-by" "mobius-operator" }}
+{{- dict "name" (include "mobius-cache.cacheConfig.name" .) "spec" $spec "labels" $labels | toJson }}
+{{- end }}
+
+{{/* Return "true" when the sidecar injector runs (it lives in the operator), else nothing. */}}
+{{- define "mobius-cache.injector.enabled" -}}
+{{- if and .Values.operator.enabled .Values.injector.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Return the name of the Secret with the webhook server's TLS certificate. */}}
+{{- define "mobius-cache.injector.tlsSecretName" -}}
+{{ include "mobius-cache.operator.fullname" . }}-webhook-tls
+{{- end -}}
+
+{{/* Return the operator's MOBIUS_INJECTOR_* env entries: what every injected sidecar gets (settings.InjectorSettings). */}}
+{{- define "mobius-cache.injector.env" -}}
+- name: MOBIUS_INJECTOR_ENABLED
+  value: "true"
+- name: MOBIUS_INJECTOR_LISTEN_HOST
+  value: 0.0.0.0
+- name: MOBIUS_INJECTOR_LISTEN_PORT
+  value: {{ .Values.injector.port | quote }}
+- name: MOBIUS_INJECTOR_CERT_FILE
+  value: /etc/mobius/webhook/tls.crt
+- name: MOBIUS_INJECTOR_KEY_FILE
+  value: /etc/mobius/webhook/tls.key
+- name: MOBIUS_INJECTOR_FAILURE_POLICY
+  value: {{ .Values.injector.failurePolicy }}
+- name: MOBIUS_INJECTOR_IMAGE
+  value: {{ include "mobius-cache.image" (list .Values.sidecar.image .Chart.AppVersion) | quote }}
+- name: MOBIUS_INJECTOR_IMAGE_PULL_POLICY
+  value: {{ .Values.sidecar.image.pullPolicy }}
+- name: MOBIUS_INJECTOR_PORT
+  value: {{ .Values.sidecar.port | quote }}
+- name: MOBIUS_INJECTOR_METRICS_PORT
+  value: {{ .Values.sidecar.metricsPort | quote }}
+- name: MOBIUS_INJECTOR_RESOURCES
+  value: {{ .Values.sidecar.resources | toJson | quote }}
+- name: MOBIUS_INJECTOR_SECURITY_CONTEXT
+  value: {{ .Values.sidecar.containerSecurityContext | toJson | quote }}
+- name: MOBIUS_INJECTOR_CLIENT_LABEL
+  value: {{ include "mobius-cache.clientLabel" . }}
+- name: MOBIUS_INJECTOR_REDIS_URL
+  value: {{ include "mobius-cache.redis.url" . | quote }}
+- name: MOBIUS_INJECTOR_REDIS_SECRET_NAME
+  value: {{ include "mobius-cache.redis.secretName" . | quote }}
+- name: MOBIUS_INJECTOR_REDIS_SECRET_KEY
+  value: {{ include "mobius-cache.redis.secretKey" . | quote }}
+- name: MOBIUS_INJECTOR_DEFAULT_CONFIG
+  value: {{ include "mobius-cache.cacheConfig.name" . }}
+- name: MOBIUS_INJECTOR_LOOKUP_TIMEOUT
+  value: {{ sub .Values.injector.timeoutSeconds 1 | quote }}
 {{- end -}}

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from mobius_cache._config import CacheConfig
-from mobius_cache._exceptions import CacheError, CacheUnavailableError
+from mobius_cache._exceptions import CacheError, CacheUnavailableError, RedisRefusedError
 
 from .errors import ApiError, error_for
 from .front import Front
@@ -88,7 +88,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_cache_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CacheError)
         err = error_for(exc)
-        if err.status == 503:
+        if err.status >= 500 and not isinstance(exc, RedisRefusedError):  # refusals: the cache logs them
             log.warning("cache unavailable: %s", exc)
         return _error_response(err)
 

@@ -24,9 +24,11 @@ __all__ = [
 MAX_BATCH = 1000
 
 #: What the cache accepts (mobius_cache._keys): no whitespace (Python's \s, hence \x85) or control characters.
-KEY_PATTERN = r"^[^\s\x00-\x1f\x7f\x85]+$"
+TAG_PATTERN = r"^[^\s\x00-\x1f\x7f\x85]+$"
+#: As a tag, and not starting with "~" (reserved for the cache's own index keys).
+KEY_PATTERN = r"^[^\s\x00-\x1f\x7f\x85~][^\s\x00-\x1f\x7f\x85]*$"
 Key = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=KEY_PATTERN)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=TAG_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -104,11 +106,22 @@ class HealthReply(BaseModel):
     status: str
 
 
+class RefusalInfo(BaseModel):
+    """The last refusal by Redis that was the server's or the deployment's fault (within the last minute)."""
+
+    code: str = Field(description="Redis's error code: NOPERM, OOM, READONLY, BUSY, LOADING, MASTERDOWN, ...")
+    command: str | None = Field(description="what was refused, e.g. 'EVALSHA set_indexed'")
+    detail: str
+    outage: bool = Field(description="true when it means this Redis cannot serve us (counted by the breaker)")
+    seconds_ago: float
+
+
 class RedisState(BaseModel):
     up: bool
     circuit: str
     ping_ms: float | None = None
     error: str | None = None
+    refused: RefusalInfo | None = None
 
 
 class PolicyInfo(BaseModel):

@@ -63,9 +63,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {**_E, "description": "missing or wrong bearer token (when MOBIUS_SIDECAR_TOKEN is set)"},
     413: {**_E, "description": "request body or value too large"},
     422: {**_E, "description": "malformed or wrongly shaped request"},
+    500: {
+        **_E,
+        "description": "index_corrupted: an index key in Redis holds something else (see docs/sidecar.md)",
+    },
+    502: {
+        **_E,
+        "description": "Redis refused for a reason only a fix of the deployment cures: redis_no_permission "
+        "(the Redis user's ACL), redis_error (another refusal)",
+    },
     503: {
         **_E,
-        "description": "Redis is unavailable; retry after Retry-After seconds",
+        "description": "Redis is unavailable (cache_unavailable) or cannot serve this now (redis_loading, "
+        "redis_busy, redis_read_only, redis_master_down, ...); retry after Retry-After seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    507: {
+        **_E,
+        "description": "redis_out_of_memory: Redis is full (maxmemory under noeviction); nothing was stored",
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
     },
 }
@@ -236,7 +251,14 @@ async def delete_value(
     return await _invalidation(_cache(request).delete(key, cascade=cascade))
 
 
-@router.post("/v1/cache/{key:path}/incr", summary="Add to a counter atomically", responses=_ERRORS)
+@router.post(
+    "/v1/cache/{key:path}/incr",
+    summary="Add to a counter atomically",
+    responses={
+        409: {**_E, "description": "cache_conflict: the stored value is not an integer counter"},
+        **_ERRORS,
+    },
+)
 async def incr_value(key: KeyParam, request: Request, body: IncrRequest | None = None) -> IncrReply:
     body = body or IncrRequest()
     return IncrReply(value=await _cache(request).incr(key, body.by, body.ttl))
@@ -326,7 +348,7 @@ async def readyz(request: Request) -> ReadyReply:
     state = _state(request)
     cache = _cache(request)
     redis = await redis_state(cache, limit=0.5)
-    keep = {"up", "circuit", "ping_ms", "error"}
+    keep = {"up", "circuit", "ping_ms", "error", "refused"}
     return ReadyReply.model_validate(
         {
             "status": "ready",
