@@ -44,6 +44,7 @@ __all__ = [
     "is_retryable",
     "merge_conditions",
     "parse_quantity",
+    "parse_clients_target",
     "parse_target",
     "policy_configmap",
     "status_patch",
@@ -161,7 +162,7 @@ def parse_target(redis: object) -> RedisTarget:
     (``username`` + ``passwordSecretRef``), when set, is the operator's own, e.g. a Redis ACL user allowed
     CONFIG GET/SET and INFO but no data. The returned target carries the login the operator uses.
     """
-    target = _parse_clients_target(redis)
+    target = parse_clients_target(redis)
     admin = redis.get("admin") if isinstance(redis, Mapping) else None
     if admin is None:
         return target
@@ -181,7 +182,8 @@ def parse_target(redis: object) -> RedisTarget:
     )
 
 
-def _parse_clients_target(redis: object) -> RedisTarget:
+def parse_clients_target(redis: object) -> RedisTarget:
+    """Read ``spec.redis`` as its clients (sidecars) see it: the login of ``url``/``passwordSecretRef``."""
     if not isinstance(redis, Mapping):
         raise InvalidSpec("spec.redis is required: set redis.url or redis.host")
     url, host = redis.get("url"), redis.get("host")

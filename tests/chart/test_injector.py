@@ -264,6 +264,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "metrics-off": {"sidecar.metricsPort": 0},
     "auth-off": {"redis.auth.enabled": False},
+    "tls": {"redis.tls.enabled": True},
+    "tls-existing-certificate": {"redis.tls.enabled": True, "redis.tls.existingSecret": "corp-tls"},
+    "cluster": {"redis.architecture": "cluster"},
     "external-redis": {
         "redis.enabled": False,
         "externalRedis.url": "rediss://cache.example.com:6380/0",

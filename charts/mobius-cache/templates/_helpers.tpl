@@ -515,6 +515,10 @@ true
   value: {{ include "mobius-cache.redis.secretName" . | quote }}
 - name: MOBIUS_INJECTOR_REDIS_SECRET_KEY
   value: {{ include "mobius-cache.redis.secretKey" . | quote }}
+{{- with include "mobius-cache.redis.caVolume" . | fromYamlArray }}
+- name: MOBIUS_INJECTOR_REDIS_CA_VOLUME
+  value: {{ omit (first .) "name" | toJson | quote }}
+{{- end }}
 - name: MOBIUS_INJECTOR_DEFAULT_CONFIG
   value: {{ include "mobius-cache.cacheConfig.name" . }}
 - name: MOBIUS_INJECTOR_LOOKUP_TIMEOUT
