@@ -276,7 +276,12 @@ def sidecar_container(
 ) -> dict[str, Any]:
     """The native sidecar: the chart's sidecar container plus ``restartPolicy: Always`` and a startup probe."""
     port = port or template.port
-    env: list[dict[str, Any]] = [{"name": "MOBIUS_REDIS_URL", "value": redis.url}]
+    url = redis.url
+    if template.redis_ca_volume and url.startswith("rediss") and "ssl_ca_certs=" not in url:
+        url += (
+            "&" if "?" in url else "?"
+        ) + f"ssl_ca_certs={CA_DIR}/ca.crt"  # a CacheConfig URL has no query
+    env: list[dict[str, Any]] = [{"name": "MOBIUS_REDIS_URL", "value": url}]
     if redis.secret_name:
         env.append(
             {

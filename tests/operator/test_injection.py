@@ -245,6 +245,18 @@ def test_a_tls_redis_ca_is_mounted_where_the_url_names_it() -> None:
     assert "mobius-redis-ca" not in {v["name"] for v in injected(pod({INJECT: "true"}))["spec"]["volumes"]}
 
 
+def test_a_tls_cacheconfig_url_is_given_the_mounted_ca() -> None:
+    """A CacheConfig's URL carries no query (the CRD takes none): a rediss:// one gets the mounted CA added
+    (redis-py adds it to the system's, so a Redis with a public certificate still verifies)."""
+    template = dataclasses.replace(TEMPLATE, redis_ca_volume={"configMap": {"name": "ca"}})
+    after = injected(pod({INJECT: "true", CONFIG: "search"}), template, config=SHOP_CONFIG)
+    url = env_of(sidecar_of(after))["MOBIUS_REDIS_URL"]
+    assert url == "rediss://search-redis.shop.svc:6380/2?ssl_ca_certs=/etc/mobius/redis-ca/ca.crt"
+    plain = {"redis": {"url": "redis://r:6379/0"}}
+    after = injected(pod({INJECT: "true", CONFIG: "search"}), template, config=plain)
+    assert env_of(sidecar_of(after))["MOBIUS_REDIS_URL"] == "redis://r:6379/0"
+
+
 # --- each annotation -----------------------------------------------------------------------------------------
 def test_config_annotation_takes_redis_secret_and_policy_from_that_cacheconfig() -> None:
     after = injected(pod({INJECT: "true", CONFIG: "search"}), config=SHOP_CONFIG)
