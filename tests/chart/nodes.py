@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.chart.helm import CHART, one, render
 from tests.servers import HOST, free_port
@@ -261,6 +263,7 @@ class _Process:
             password = TEST_ADMIN_PASSWORD if user == TEST_ADMIN else self.rendered.passwords[user]
         tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
         kwargs.setdefault("socket_timeout", 5)
+        kwargs.setdefault("retry", Retry(NoBackoff(), 0))  # a refusal is what many tests expect: no retries
         return redis.Redis(
             host=self.announce_host, port=self.port, username=user, password=password, **tls, **kwargs
         )

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from tests.chart.nodes import (
@@ -211,7 +213,9 @@ def test_tls_replication_and_sentinels(tmp_path: Path) -> None:
             expect_acl=True,
         )
         assert "from the Sentinels" in seen and "SET/GET/UNLINK" in seen
-        plain = redis.Redis(host=HOST, port=group.sentinels[0].port, socket_timeout=2)
+        plain = redis.Redis(
+            host=HOST, port=group.sentinels[0].port, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
         with plain, pytest.raises(redis.ConnectionError):
             plain.ping()
         assert group.refused() == [("mobius-cache", "config|get")], "only the helm test's CONFIG"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.chart import clients
 from tests.chart.nodes import (
@@ -55,15 +57,27 @@ def test_only_tls_is_served(node: ChartNode, rendered: Rendered) -> None:
     with node.admin(decode_responses=True) as c:
         assert c.config_get("port") == {"port": "0"}
         assert c.config_get("tls-port") == {"tls-port": str(node.port)}
-    plain = redis.Redis(host=node.announce_host, port=node.port, socket_timeout=2, socket_connect_timeout=2)
+    plain = redis.Redis(
+        host=node.announce_host,
+        port=node.port,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+    )
     with plain, pytest.raises(redis.ConnectionError):
         plain.ping()
 
 
 def test_the_certificate_is_checked(node: ChartNode, tmp_path: Path) -> None:
     password = node.rendered.passwords["mobius-cache"]
+    once = Retry(NoBackoff(), 0)
     system_trust = redis.Redis(
-        host=node.announce_host, port=node.port, ssl=True, username="mobius-cache", password=password
+        host=node.announce_host,
+        port=node.port,
+        ssl=True,
+        username="mobius-cache",
+        password=password,
+        retry=once,
     )
     with system_trust, pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         system_trust.ping()
@@ -75,6 +89,7 @@ def test_the_certificate_is_checked(node: ChartNode, tmp_path: Path) -> None:
         ssl_ca_certs=str(other_ca),
         username="mobius-cache",
         password=password,
+        retry=once,
     )
     with stranger, pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         stranger.ping()
