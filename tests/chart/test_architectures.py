@@ -163,6 +163,10 @@ def test_cluster_has_shards_times_copies_and_a_keeper() -> None:
     }
 
 
+def test_the_check_job_can_be_left_out() -> None:
+    assert not find(render({"redis.architecture": "cluster", "redis.cluster.check": False}), "Job")
+
+
 def test_cluster_size_follows_the_values() -> None:
     docs = render(
         {"redis.architecture": "cluster", "redis.cluster.shards": 4, "redis.cluster.replicasPerShard": 2}

@@ -61,18 +61,28 @@ VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
         {"redis.architecture": "replication", "redis.auth.enabled": False, "exporter.enabled": False},
         [],
     ),
-    "cluster": ({"redis.architecture": "cluster", "example.enabled": True}, MONITORING_APIS),
+    # tests/kube installs these on an API server without nodes, where no cluster can form: no check Job there
+    # (test_architectures covers it).
+    "cluster": (
+        {"redis.architecture": "cluster", "redis.cluster.check": False, "example.enabled": True},
+        MONITORING_APIS,
+    ),
     "cluster-tls-big": (
         {
             "redis.architecture": "cluster",
             "redis.tls.enabled": True,
             "redis.cluster.shards": 5,
             "redis.cluster.replicasPerShard": 2,
+            "redis.cluster.check": False,
             "monitoring.serviceMonitor.enabled": True,
+            "monitoring.prometheusRule.enabled": True,
         },
         MONITORING_APIS,
     ),
-    "cluster-auth-off": ({"redis.architecture": "cluster", "redis.auth.enabled": False}, []),
+    "cluster-auth-off": (
+        {"redis.architecture": "cluster", "redis.auth.enabled": False, "redis.cluster.check": False},
+        [],
+    ),
     "injector-fail-opt-in": (
         {
             "injector.failurePolicy": "Fail",

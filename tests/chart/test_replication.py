@@ -58,6 +58,7 @@ class Group:
 
     rendered: Rendered
     tls: TlsFiles | None = None
+    host: str = HOST  # the name the pods announce: "localhost" stands for a pod's DNS name
     nodes: list[ChartNode] = field(default_factory=list)
     sentinels: list[ChartSentinel] = field(default_factory=list)
 
@@ -65,16 +66,18 @@ class Group:
         ports = [free_port() for _ in range(3)]
         sentinel_ports = [free_port() for _ in range(3)]
         env = {
-            "MOBIUS_REDIS_BOOTSTRAP_MASTER": f"{HOST} {ports[0]}",
-            "MOBIUS_SENTINEL_ADDRESSES": " ".join(f"{HOST}:{p}" for p in sentinel_ports),
+            "MOBIUS_REDIS_BOOTSTRAP_MASTER": f"{self.host} {ports[0]}",
+            "MOBIUS_SENTINEL_ADDRESSES": " ".join(f"{self.host}:{p}" for p in sentinel_ports),
             "MOBIUS_SENTINEL_MASTER": MASTER,
         }
         for port in ports:  # OrderedReady: pod 0 first
-            self.nodes.append(ChartNode(self.rendered, tls=self.tls, port=port, env=dict(env)).start())
+            node = ChartNode(self.rendered, tls=self.tls, port=port, announce_host=self.host, env=dict(env))
+            self.nodes.append(node.start())
         for port in sentinel_ports:
-            self.sentinels.append(
-                ChartSentinel(self.rendered, tls=self.tls, port=port, env=dict(env)).start()
+            sentinel = ChartSentinel(
+                self.rendered, tls=self.tls, port=port, announce_host=self.host, env=dict(env)
             )
+            self.sentinels.append(sentinel.start())
         wait("every replica linked and every Sentinel seeing the whole group", self.ready)
         return self
 
@@ -82,7 +85,7 @@ class Group:
         """A Sentinel's default user: no password, lookups only."""
         tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
         return redis.Redis(
-            host=HOST, port=self.sentinels[i].port, decode_responses=True, socket_timeout=2, **tls
+            host=self.host, port=self.sentinels[i].port, decode_responses=True, socket_timeout=2, **tls
         )
 
     def master_port(self, i: int = 0) -> int:
@@ -118,7 +121,7 @@ class Group:
 
     def url(self, user: str = "mobius-cache") -> str:
         scheme = "rediss" if self.tls else "redis"
-        hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
+        hosts = ",".join(f"{self.host}:{s.port}" for s in self.sentinels)
         query = f"?ssl_ca_certs={self.tls.ca}" if self.tls else ""
         return f"{scheme}+sentinel://{user}@{hosts}/{MASTER}/0{query}"
 
@@ -199,11 +202,16 @@ def test_redis_py_finds_the_master_with_the_cache_user(group: Group) -> None:
     assert group.refused() == []
 
 
-def test_tls_replication_and_sentinels(tmp_path: Path) -> None:
+def test_tls_replication_and_sentinels_by_name(tmp_path: Path) -> None:
+    """TLS everywhere, and every pod known by a DNS name ("localhost" here, a pod's name in the cluster): the
+    Sentinels resolve and announce names, and clients check the chart's certificate against them."""
     need("redis-server", "redis-cli")
     rendered = render_redis({**VALUES, "redis.tls.enabled": True})
-    group = Group(rendered, tls=chart_tls(rendered, tmp_path / "tls")).start()
+    group = Group(rendered, tls=chart_tls(rendered, tmp_path / "tls"), host="localhost").start()
     try:
+        with group.sentinel() as s:
+            assert s.sentinel_get_master_addr_by_name(MASTER)[0] == "localhost"
+            assert {r["ip"] for r in s.sentinel_slaves(MASTER)} == {"localhost"}
         seen = load_helm_test().check_redis(
             group.url(),
             rendered.passwords["mobius-cache"],
