@@ -45,14 +45,14 @@ test-fast: venv
 	$(BIN)/python -m pytest -x -q $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check sidecar operator tests dashboards scripts
-	$(BIN)/ruff format --check sidecar operator tests dashboards scripts
+	$(BIN)/ruff check sidecar operator tests dashboards scripts charts/mobius-cache/files
+	$(BIN)/ruff format --check sidecar operator tests dashboards scripts charts/mobius-cache/files
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 fmt: venv
-	$(BIN)/ruff format sidecar operator tests dashboards scripts
-	$(BIN)/ruff check --fix sidecar operator tests dashboards scripts
+	$(BIN)/ruff format sidecar operator tests dashboards scripts charts/mobius-cache/files
+	$(BIN)/ruff check --fix sidecar operator tests dashboards scripts charts/mobius-cache/files
 
 run: venv
 	@scripts/ensure-system-deps.sh --redis-only

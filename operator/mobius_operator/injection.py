@@ -29,7 +29,7 @@ from typing import Any
 
 import jsonpatch
 
-from mobius_operator.reconcile import POLICY_KEY, InvalidSpec, parse_quantity, parse_target
+from mobius_operator.reconcile import POLICY_KEY, InvalidSpec, parse_clients_target, parse_quantity
 
 __all__ = [
     "CONFIG",
@@ -68,6 +68,8 @@ OPTIONS = (INJECT, CONFIG, CPU, MEMORY, PORT)
 SIDECAR = "mobius-sidecar"
 POLICY_VOLUME = "mobius-policy"
 TMP_VOLUME = "mobius-tmp"
+CA_VOLUME = "mobius-redis-ca"
+CA_DIR = "/etc/mobius/redis-ca"
 POLICY_DIR = "/etc/mobius/policy"
 SIDECAR_URL = "MOBIUS_SIDECAR_URL"
 # The sidecar holds ~64 MB resident when idle (measured: Python, uvicorn, redis-py); below this it is OOM-killed.
@@ -112,6 +114,9 @@ class SidecarTemplate:
     client_label: str | None = None
     default_config: str | None = None
     deny_invalid: bool = False
+    # A TLS Redis's CA certificate (a volume source with ca.crt), mounted at CA_DIR: the chart's rediss:// URL
+    # names CA_DIR/ca.crt in its ?ssl_ca_certs= query.
+    redis_ca_volume: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,10 @@ def decide(
         *(new_spec.get("initContainers") or []),
         sidecar_container(template, redis, port=options.port, cpu=options.cpu, memory=options.memory),
     ]
-    new_spec["volumes"] = [*(new_spec.get("volumes") or []), *sidecar_volumes(policy)]
+    new_spec["volumes"] = [
+        *(new_spec.get("volumes") or []),
+        *sidecar_volumes(policy, template.redis_ca_volume),
+    ]
     told = _add_sidecar_url(new_spec, options.port)
     config_text = f"CacheConfig {options.config}" if options.config else "no CacheConfig policy"
     summary = (
@@ -251,7 +259,7 @@ def event_target(pod: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def redis_source(spec: Mapping[str, Any]) -> RedisSource:
     """The Redis of a CacheConfig ``spec`` (its ``redis`` block); raises :class:`InvalidSpec` when unusable."""
-    target = parse_target(spec.get("redis"))
+    target = parse_clients_target(spec.get("redis"))  # the sidecars' login, never the operator's (admin)
     redis = spec["redis"]
     url = str(redis["url"]) if redis.get("url") else f"redis://{target.host}:{target.port}/0"
     return RedisSource(url=url, secret_name=target.secret_name, secret_key=target.secret_key)
@@ -268,7 +276,12 @@ def sidecar_container(
 ) -> dict[str, Any]:
     """The native sidecar: the chart's sidecar container plus ``restartPolicy: Always`` and a startup probe."""
     port = port or template.port
-    env: list[dict[str, Any]] = [{"name": "MOBIUS_REDIS_URL", "value": redis.url}]
+    url = redis.url
+    if template.redis_ca_volume and url.startswith("rediss") and "ssl_ca_certs=" not in url:
+        url += (
+            "&" if "?" in url else "?"
+        ) + f"ssl_ca_certs={CA_DIR}/ca.crt"  # a CacheConfig URL has no query
+    env: list[dict[str, Any]] = [{"name": "MOBIUS_REDIS_URL", "value": url}]
     if redis.secret_name:
         env.append(
             {
@@ -324,11 +337,16 @@ def sidecar_container(
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
         ],
     }
+    if template.redis_ca_volume:
+        container["volumeMounts"].append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
     return container
 
 
-def sidecar_volumes(policy_configmap: str | None) -> list[dict[str, Any]]:
-    """The policy ConfigMap (optional: the operator writes it once the CacheConfig is applied) and a scratch /tmp.
+def sidecar_volumes(
+    policy_configmap: str | None, redis_ca_volume: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The policy ConfigMap (optional: the operator writes it once the CacheConfig is applied), a scratch /tmp,
+    and a TLS Redis's CA certificate when there is one.
 
     Without a CacheConfig the policy volume is an empty directory: the sidecar then runs on its built-in defaults.
     """
@@ -337,7 +355,10 @@ def sidecar_volumes(policy_configmap: str | None) -> list[dict[str, Any]]:
         if policy_configmap
         else {"name": POLICY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
     )
-    return [policy, {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+    volumes = [policy, {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+    if redis_ca_volume:
+        volumes.append({"name": CA_VOLUME, **copy.deepcopy(dict(redis_ca_volume))})
+    return volumes
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -361,7 +382,7 @@ def _conflict(spec: Mapping[str, Any]) -> str | None:
         if any(c.get("name") == SIDECAR for c in _containers(spec, kind)):
             return f"the pod already has a container named {SIDECAR!r} ({kind})"
     for volume in spec.get("volumes") or ():
-        if isinstance(volume, Mapping) and volume.get("name") in (POLICY_VOLUME, TMP_VOLUME):
+        if isinstance(volume, Mapping) and volume.get("name") in (POLICY_VOLUME, TMP_VOLUME, CA_VOLUME):
             return f"the pod already has a volume named {volume['name']!r}"
     return None
 

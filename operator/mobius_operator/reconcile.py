@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -46,6 +46,7 @@ __all__ = [
     "is_retryable",
     "merge_conditions",
     "node_summary",
+    "parse_clients_target",
     "parse_quantity",
     "parse_target",
     "policy_configmap",
@@ -176,8 +177,34 @@ def _secret_ref(redis: Mapping[str, Any], field_name: str) -> tuple[str | None, 
 
 
 def parse_target(redis: object) -> RedisTarget:
-    """Read ``spec.redis``: ``url`` or ``host`` + ``port``, ``passwordSecretRef``, and for a Sentinel URL
-    ``sentinelUsername`` / ``sentinelPasswordSecretRef``."""
+    """Read ``spec.redis``: ``url`` or ``host`` + ``port``, ``passwordSecretRef``, and ``admin``.
+
+    ``url`` and ``passwordSecretRef`` are the clients' login (injected sidecars use them); ``admin``
+    (``username`` + ``passwordSecretRef``), when set, is the operator's own, e.g. a Redis ACL user allowed
+    CONFIG GET/SET and INFO but no data. The returned target carries the login the operator uses.
+    """
+    target = parse_clients_target(redis)
+    admin = redis.get("admin") if isinstance(redis, Mapping) else None
+    if admin is None:
+        return target
+    if not isinstance(admin, Mapping):
+        raise InvalidSpec("spec.redis.admin must be a map with username and passwordSecretRef")
+    username = admin.get("username")
+    if not isinstance(username, str) or not username:
+        raise InvalidSpec("spec.redis.admin.username is required: the operator's Redis user")
+    ref = admin.get("passwordSecretRef") or {}
+    if not isinstance(ref, Mapping) or not ref.get("name"):
+        raise InvalidSpec("spec.redis.admin.passwordSecretRef needs a name")
+    return replace(
+        target,
+        username=username,
+        secret_name=str(ref["name"]),
+        secret_key=str(ref.get("key") or DEFAULT_SECRET_KEY),
+    )
+
+
+def parse_clients_target(redis: object) -> RedisTarget:
+    """Read ``spec.redis`` as its clients (sidecars) see it: the login of ``url``/``passwordSecretRef``."""
     if not isinstance(redis, Mapping):
         raise InvalidSpec("spec.redis is required: set redis.url or redis.host")
     url, host = redis.get("url"), redis.get("host")
@@ -254,7 +281,8 @@ def cluster_members(nodes: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, i
         if flags & {"fail", "fail?", "noaddr", "handshake"}:
             continue
         host, _, port = address.split("@")[0].rpartition(":")
-        out.append((host.strip("[]"), int(port), "master" in flags))
+        # The announced hostname when there is one: TLS certificates name pods, not pod IPs.
+        out.append((str(fields.get("hostname") or "") or host.strip("[]"), int(port), "master" in flags))
     return sorted(out)
 
 

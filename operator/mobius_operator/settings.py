@@ -132,6 +132,10 @@ class InjectorSettings(BaseSettings):
     redis_url: str = Field(default="", description="Redis of pods that name no CacheConfig")
     redis_secret_name: str = Field(default="", description="Secret with that Redis's password ('' = none)")
     redis_secret_key: str = Field(default="password", min_length=1, description="key of the password")
+    redis_ca_volume: dict[str, Any] = Field(
+        default_factory=dict,
+        description="volume source (JSON) with ca.crt of a TLS Redis, mounted at /etc/mobius/redis-ca ({} = none)",
+    )
     default_config: str = Field(
         default="", description="CacheConfig whose <name>-policy ConfigMap pods that name none mount"
     )
@@ -176,4 +180,5 @@ class InjectorSettings(BaseSettings):
             client_label=self.client_label or None,
             default_config=self.default_config or None,
             deny_invalid=self.failure_policy == "Fail",
+            redis_ca_volume=self.redis_ca_volume or None,
         )

@@ -42,6 +42,7 @@ from redis.asyncio.connection import (
     BlockingConnectionPool,
     Connection,
     ConnectionPool,
+    SSLConnection,
     parse_url,
 )
 from redis.asyncio.retry import Retry
@@ -553,7 +554,10 @@ class ClusterExecutor(_Coalescing):
             k: v
             for k, v in kwargs.items()
             if k in ("password", "username", "socket_timeout", "socket_connect_timeout")
+            or k.startswith("ssl_")
         }
+        if kwargs.get("connection_class") is SSLConnection:  # rediss+cluster://, its ?ssl_ca_certs= included
+            extra["ssl"] = True
         self.redis = RedisCluster(
             startup_nodes=[ClusterNode(host, port)],
             max_connections=max_size,

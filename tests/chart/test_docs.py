@@ -33,3 +33,25 @@ def test_every_value_has_a_param_comment() -> None:
     documented = set(re.findall(r"## @param (\S+)", text))
     for leaf in _leaves(yaml.safe_load(text)):
         assert any(leaf == d or leaf.startswith(d + ".") for d in documented), f"{leaf} has no ## @param"
+
+
+def test_every_command_a_redis_user_may_run_is_documented() -> None:
+    """docs/deploy.md's table of Redis users names every command the rules file grants (all architectures)."""
+    from tests.chart.nodes import acl_rules, render_redis
+
+    docs = (helm.ROOT / "docs" / "deploy.md").read_text()
+    section = docs[docs.index("## Redis users") : docs.index("## TLS")]
+    for architecture in ("standalone", "replication", "cluster"):
+        rendered = render_redis({"redis.architecture": architecture})
+        for user, rules in acl_rules(rendered).items():
+            if user == "default":
+                continue
+            assert f"`{user}`" in section, f"{user} is not documented"
+            for token in rules.split():
+                if token.startswith("+") and not token.startswith("+@"):
+                    command = token[1:].upper()
+                    words = command.split("|")
+                    documented = " ".join(words) in section or (
+                        len(words) == 2 and words[0] in section and words[1] in section
+                    )
+                    assert documented, f"{user}: {command} is granted but not documented in docs/deploy.md"

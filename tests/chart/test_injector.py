@@ -228,8 +228,9 @@ def test_the_operator_reads_every_sidecar_setting_from_the_chart() -> None:
     assert (template.port, template.metrics_port) == (18787, 19787)
     assert template.resources == values["sidecar.resources"]
     assert template.security_context["runAsUser"] == 10001
-    assert template.redis.url == "redis://mc-mobius-cache-redis.cache.svc.cluster.local:6379/0"
-    assert (template.redis.secret_name, template.redis.secret_key) == ("my-redis", "redis-password")
+    # Injected sidecars log in as the cache's ACL user (docs/deploy.md, "Redis users").
+    assert template.redis.url == "redis://mobius-cache@mc-mobius-cache-redis.cache.svc.cluster.local:6379/0"
+    assert (template.redis.secret_name, template.redis.secret_key) == ("my-redis", "mobius-cache")
     assert template.client_label == "mc-mobius-cache-client"
     assert template.default_config == "shared"
     assert template.deny_invalid is False
@@ -263,6 +264,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "metrics-off": {"sidecar.metricsPort": 0},
     "auth-off": {"redis.auth.enabled": False},
+    "tls": {"redis.tls.enabled": True},
+    "tls-existing-certificate": {"redis.tls.enabled": True, "redis.tls.existingSecret": "corp-tls"},
+    "cluster": {"redis.architecture": "cluster"},
     "external-redis": {
         "redis.enabled": False,
         "externalRedis.url": "rediss://cache.example.com:6380/0",

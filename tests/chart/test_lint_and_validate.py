@@ -37,6 +37,52 @@ VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
     ),
     "example-and-namespace-scope": ({"example.enabled": True, "operator.scope": "namespace"}, []),
     "existing-secret": ({"redis.auth.existingSecret": "my-redis", "redis.networkPolicy.enabled": False}, []),
+    "tls": ({"redis.tls.enabled": True, "example.enabled": True}, []),
+    "tls-existing-acl-prefix": (
+        {
+            "redis.tls.enabled": True,
+            "redis.tls.existingSecret": "corp-tls",
+            "redis.acl.cacheKeyPrefixes": ["mobius:"],
+        },
+        [],
+    ),
+    "replication": ({"redis.architecture": "replication", "example.enabled": True}, []),
+    "replication-tls-hard-persistent": (
+        {
+            "redis.architecture": "replication",
+            "redis.replicas": 4,
+            "redis.tls.enabled": True,
+            "redis.podAntiAffinity": "hard",
+            "redis.persistence.enabled": True,
+        },
+        [],
+    ),
+    "replication-auth-off-no-exporter": (
+        {"redis.architecture": "replication", "redis.auth.enabled": False, "exporter.enabled": False},
+        [],
+    ),
+    # tests/kube installs these on an API server without nodes, where no cluster can form: no check Job there
+    # (test_architectures covers it).
+    "cluster": (
+        {"redis.architecture": "cluster", "redis.cluster.check": False, "example.enabled": True},
+        MONITORING_APIS,
+    ),
+    "cluster-tls-big": (
+        {
+            "redis.architecture": "cluster",
+            "redis.tls.enabled": True,
+            "redis.cluster.shards": 5,
+            "redis.cluster.replicasPerShard": 2,
+            "redis.cluster.check": False,
+            "monitoring.serviceMonitor.enabled": True,
+            "monitoring.prometheusRule.enabled": True,
+        },
+        MONITORING_APIS,
+    ),
+    "cluster-auth-off": (
+        {"redis.architecture": "cluster", "redis.auth.enabled": False, "redis.cluster.check": False},
+        [],
+    ),
     "injector-fail-opt-in": (
         {
             "injector.failurePolicy": "Fail",
@@ -51,8 +97,17 @@ VALUE_SETS: dict[str, tuple[dict[str, object], list[str]]] = {
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
 
 
-def test_lint_strict() -> None:
-    result = helm.run_helm("lint", "--strict", str(helm.CHART))
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],
+        ["--set", "redis.architecture=replication", "--set", "redis.tls.enabled=true"],
+        ["--set", "redis.architecture=cluster", "--set", "redis.tls.enabled=true"],
+        ["--set", "redis.architecture=cluster", "--set", "redis.auth.enabled=false"],
+    ],
+)
+def test_lint_strict(flags: list[str]) -> None:
+    result = helm.run_helm("lint", "--strict", str(helm.CHART), *flags)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 

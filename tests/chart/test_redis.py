@@ -97,46 +97,92 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e for e in container.get("env") or []}
 
 
-def test_auth_password_comes_from_the_secret_only() -> None:
-    docs = render({})
+def test_every_client_gets_its_own_user_and_password() -> None:
+    docs = render({"example.enabled": True, "injector.enabled": False})
     secret = one(docs, "Secret", "mc-mobius-cache-redis")
-    assert set(secret["data"]) == {"redis-password"}
+    assert set(secret["data"]) == {"mobius-cache", "mobius-operator", "mobius-exporter"}
     sts = one(docs, "StatefulSet")
     redis, exporter, key_groups = pod_spec(sts)["containers"]
-    assert redis["args"] == ["/etc/redis/redis.conf", "--requirepass", "$(REDIS_PASSWORD)"]
-    for container, names in (
-        (redis, ("REDIS_PASSWORD", "REDISCLI_AUTH")),
-        (exporter, ("REDIS_PASSWORD",)),
-        (key_groups, ("REDIS_PASSWORD",)),
-    ):
-        for name in names:
-            ref = _env(container)[name]["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": "mc-mobius-cache-redis", "key": "redis-password"}
+    assert redis["command"] == ["sh", "/scripts/start-redis.sh"] and "args" not in redis
+    passwords = next(v for v in pod_spec(sts)["volumes"] if v["name"] == "passwords")
+    assert passwords["secret"]["secretName"] == "mc-mobius-cache-redis"
+    # The probes and the exporter log in as the exporter's user; nobody gets another role's password.
+    assert _env(redis)["MOBIUS_REDIS_CLI_USER"]["value"] == "mobius-exporter"
+    assert _env(redis)["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"]["key"] == "mobius-exporter"
+    assert _env(exporter)["REDIS_USER"]["value"] == "mobius-exporter"
+    assert _env(exporter)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "mobius-exporter"
+    assert _env(exporter)["REDIS_EXPORTER_CONFIG_COMMAND"]["value"] == "-"
+    assert _env(key_groups)["REDIS_USER"]["value"] == "mobius-exporter"
+    assert _env(key_groups)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "mobius-exporter"
+    assert _env(key_groups)["REDIS_EXPORTER_CONFIG_COMMAND"]["value"] == "-"
+    # The default CacheConfig: clients (injected sidecars) log in as the cache user, the operator as its own.
     spec = helm.default_cacheconfig(docs)["spec"]["redis"]
-    assert spec["passwordSecretRef"] == {"name": "mc-mobius-cache-redis", "key": "redis-password"}
+    assert spec == {
+        "url": "redis://mobius-cache@mc-mobius-cache-redis.cache.svc.cluster.local:6379/0",
+        "passwordSecretRef": {"name": "mc-mobius-cache-redis", "key": "mobius-cache"},
+        "admin": {
+            "username": "mobius-operator",
+            "passwordSecretRef": {"name": "mc-mobius-cache-redis", "key": "mobius-operator"},
+        },
+    }
+    example = pod_spec(one(docs, "Deployment", "mc-mobius-cache-example"))
+    sidecar = next(c for c in example["containers"] if c["name"] == "mobius-sidecar")
+    assert _env(sidecar)["MOBIUS_REDIS_URL"]["value"].startswith("redis://mobius-cache@")
+    assert _env(sidecar)["MOBIUS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "mobius-cache"
+    test_env = _env(one(docs, "Pod")["spec"]["containers"][0])
+    assert test_env["REDIS_URL"]["value"].startswith("redis://mobius-cache@")
+    assert test_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "mobius-cache"
+    assert test_env["EXPECT_ACL"]["value"] == "true"
     assert "protected-mode yes" in one(docs, "ConfigMap", "mc-mobius-cache-redis")["data"]["redis.conf"]
 
 
-def test_generated_password_is_random_and_not_in_values() -> None:
+@pytest.mark.parametrize(
+    ("architecture", "users"),
+    [
+        ("replication", {"mobius-replication", "mobius-sentinel"}),
+        ("cluster", {"mobius-replication", "mobius-admin"}),
+    ],
+)
+def test_each_architecture_adds_only_the_users_it_needs(architecture: str, users: set[str]) -> None:
+    docs = render({"redis.architecture": architecture})
+    secret = one(docs, "Secret", "mc-mobius-cache-redis")
+    assert set(secret["data"]) == {"mobius-cache", "mobius-operator", "mobius-exporter", *users}
+    rules = one(docs, "ConfigMap", "mc-mobius-cache-redis")["data"]["users.acl"]
+    named = {line.split()[1] for line in rules.splitlines() if line.startswith("user ")}
+    assert named == {"default", "mobius-cache", "mobius-operator", "mobius-exporter", *users}
+
+
+def test_generated_passwords_are_random_and_not_in_values() -> None:
     first = helm.objects(helm.template({}).stdout)
     second = helm.objects(helm.template({}).stdout)
-    secret = "mc-mobius-cache-redis"
-    assert one(first, "Secret", secret)["data"] != one(second, "Secret", secret)["data"]
+    a = one(first, "Secret", "mc-mobius-cache-redis")["data"]
+    b = one(second, "Secret", "mc-mobius-cache-redis")["data"]
+    assert a.keys() == b.keys() and all(a[k] != b[k] for k in a)
+    assert len(set(a.values())) == len(a), "two users share a password"
 
 
 def test_existing_secret_is_used_and_nothing_generated() -> None:
-    docs = render({"redis.auth.existingSecret": "corp-redis", "redis.auth.existingSecretPasswordKey": "pw"})
+    docs = render(
+        {"redis.auth.existingSecret": "corp-redis", "example.enabled": True, "injector.enabled": False}
+    )
     assert not helm.find(docs, "Secret", "mc-mobius-cache-redis")
-    redis = pod_spec(one(docs, "StatefulSet"))["containers"][0]
-    assert _env(redis)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "corp-redis", "key": "pw"}
+    volumes = pod_spec(one(docs, "StatefulSet"))["volumes"]
+    assert next(v for v in volumes if v["name"] == "passwords")["secret"]["secretName"] == "corp-redis"
+    example = pod_spec(one(docs, "Deployment", "mc-mobius-cache-example"))
+    sidecar = next(c for c in example["containers"] if c["name"] == "mobius-sidecar")
+    ref = _env(sidecar)["MOBIUS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "corp-redis", "key": "mobius-cache"}
 
 
 def test_auth_off_renders_no_secret_and_no_password() -> None:
     docs = render({"redis.auth.enabled": False})
     assert not helm.find(docs, "Secret", "mc-mobius-cache-redis")
     redis = pod_spec(one(docs, "StatefulSet"))["containers"][0]
-    assert "--requirepass" not in redis["args"] and "REDIS_PASSWORD" not in _env(redis)
-    assert "passwordSecretRef" not in helm.default_cacheconfig(docs)["spec"]["redis"]
+    assert _env(redis)["MOBIUS_REDIS_AUTH"]["value"] == "off" and "REDISCLI_AUTH" not in _env(redis)
+    assert "passwords" not in {v["name"] for v in pod_spec(one(docs, "StatefulSet"))["volumes"]}
+    spec = helm.default_cacheconfig(docs)["spec"]["redis"]
+    assert "passwordSecretRef" not in spec and "admin" not in spec and "@" not in spec["url"]
+    assert "protected-mode no" in one(docs, "ConfigMap", "mc-mobius-cache-redis")["data"]["redis.conf"]
 
 
 def test_persistence_uses_a_claim_and_snapshots() -> None:
@@ -159,8 +205,8 @@ def test_exporter_off_removes_container_and_port() -> None:
 
 def test_redis_has_probes_and_resources() -> None:
     redis, exporter, _key_groups = pod_spec(one(render({}), "StatefulSet"))["containers"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert "redis-cli" in " ".join(redis[probe]["exec"]["command"])
+    for probe, mode in (("startupProbe", "live"), ("livenessProbe", "live"), ("readinessProbe", "ready")):
+        assert redis[probe]["exec"]["command"] == ["sh", "/scripts/probe.sh", mode]
     assert redis["resources"]["limits"]["memory"] == "1536Mi"
     assert exporter["livenessProbe"]["httpGet"]["path"] == "/health"
 

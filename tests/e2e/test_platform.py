@@ -42,7 +42,10 @@ VALUES = [
 
 
 def redis_cli(kube: Cluster, *args: str) -> str:
-    command = 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning ' + " ".join(args)
+    """redis-cli in the Redis container as the operator's ACL user (CONFIG GET/SET, INFO), with its password
+    from the Secret the container mounts."""
+    login = '--user mobius-operator --pass "$(cat /etc/redis-passwords/mobius-operator)"'
+    command = f"redis-cli {login} --no-auth-warning " + " ".join(args)
     return kube.kubectl("exec", "-n", NS, REDIS_POD, "-c", "redis", "--", "sh", "-c", command).stdout.strip()
 
 

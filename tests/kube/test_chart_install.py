@@ -111,18 +111,20 @@ def test_install_then_uninstall_leaves_nothing_but_the_crd(
     uninstall_leaves_only_the_crd(kube, "mc", namespace)
 
 
-def redis_password(kube: Cluster, namespace: str) -> str:
+def redis_passwords(kube: Cluster, namespace: str) -> dict[str, str]:
+    """The generated password of every Redis user (one key each)."""
     secret = kube.get("secret", "mc-mobius-cache-redis", namespace)
     assert secret is not None
-    return base64.b64decode(secret["data"]["redis-password"]).decode()
+    return {user: base64.b64decode(value).decode() for user, value in secret["data"].items()}
 
 
 def test_upgrade_keeps_the_generated_redis_password(kube: Cluster, namespace: str) -> None:
     install(kube, "mc", namespace, {})
-    first = redis_password(kube, namespace)
-    assert len(first) == 32
+    first = redis_passwords(kube, namespace)
+    assert set(first) == {"mobius-cache", "mobius-operator", "mobius-exporter"}
+    assert all(len(p) == 32 for p in first.values())
     kube.helm("upgrade", "mc", str(CHART), "-n", namespace, "--set", "redis.maxmemory=512mb")
-    assert redis_password(kube, namespace) == first, "the lookup must find and keep the running password"
+    assert redis_passwords(kube, namespace) == first, "the lookup must find and keep the running passwords"
     config = kube.get("configmap", "mc-mobius-cache-redis", namespace)
     assert config is not None and "maxmemory 512mb" in config["data"]["redis.conf"]
     kube.helm("uninstall", "mc", "-n", namespace)
@@ -146,3 +148,39 @@ def test_two_releases_in_two_namespaces(
     assert owner in ("one", "mc") or owner, "the CRD stays with the release that installed it"
     uninstall_leaves_only_the_crd(kube, "two", second)
     uninstall_leaves_only_the_crd(kube, "one", namespace)
+
+
+def test_an_architecture_change_or_a_scale_in_is_refused(kube: Cluster, namespace: str) -> None:
+    """validateValues reads the running StatefulSet (lookup): what would lose data fails the upgrade, saying why."""
+    install(kube, "mc", namespace, {"redis.architecture": "replication", "redis.replicas": 3})
+    sts = kube.get("statefulset", "mc-mobius-cache-redis", namespace)
+    assert sts is not None and sts["metadata"]["annotations"]["cache.mobius.io/architecture"] == "replication"
+
+    def upgrade(*values: str) -> subprocess.CompletedProcess[str]:
+        args = [arg for value in values for arg in ("--set", value)]
+        return kube.helm("upgrade", "mc", str(CHART), "-n", namespace, *args, check=False)
+
+    changed = upgrade("redis.architecture=cluster", "redis.cluster.check=false")
+    assert (
+        changed.returncode != 0 and "this release runs replication; changing it to cluster" in changed.stderr
+    )
+    shrunk = upgrade("redis.architecture=replication", "redis.replicas=2")
+    assert shrunk.returncode != 0 and "would shrink from 4 to 3 Redis pods" in shrunk.stderr
+    grown = upgrade("redis.architecture=replication", "redis.replicas=4")
+    assert grown.returncode == 0, grown.stderr
+    sts = kube.get("statefulset", "mc-mobius-cache-redis", namespace)
+    assert sts is not None and sts["spec"]["replicas"] == 5
+    kube.helm("uninstall", "mc", "-n", namespace)
+
+
+def test_upgrade_keeps_the_generated_tls_certificate(kube: Cluster, namespace: str) -> None:
+    install(kube, "mc", namespace, {"redis.tls.enabled": True})
+    first = kube.get("secret", "mc-mobius-cache-redis-tls", namespace)
+    assert first is not None and set(first["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    kube.helm("upgrade", "mc", str(CHART), "-n", namespace, "--set", "redis.tls.enabled=true")
+    again = kube.get("secret", "mc-mobius-cache-redis-tls", namespace)
+    assert again is not None and again["data"] == first["data"], "a new CA would break every client"
+    ca = kube.get("configmap", "mc-mobius-cache-redis-ca", namespace)
+    assert ca is not None
+    assert ca["data"]["ca.crt"].strip() == base64.b64decode(first["data"]["ca.crt"]).decode().strip()
+    kube.helm("uninstall", "mc", "-n", namespace)

@@ -231,6 +231,16 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("redis port", {"redis": {"host": "redis", "port": 70000}}, "port"),
     ("secret without name", {"redis": {"host": "redis", "passwordSecretRef": {"key": "pw"}}}, "name"),
+    (
+        "admin without user",
+        {"redis": {"host": "redis", "admin": {"passwordSecretRef": {"name": "s"}}}},
+        "username",
+    ),
+    (
+        "admin with a bad user",
+        {"redis": {"host": "r", "admin": {"username": "a b", "passwordSecretRef": {"name": "s"}}}},
+        "username",
+    ),
     ("both url and host", {"redis": {"url": "redis://r:6379", "host": "r"}}, "exactly one"),
     ("neither url nor host", {"redis": {"port": 6379}}, "exactly one"),
     ("defaultTTL above maxTTL", {"defaultTTL": 7200, "maxTTL": 3600}, "defaultTTL must not exceed maxTTL"),

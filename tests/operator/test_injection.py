@@ -231,6 +231,32 @@ def test_without_a_default_config_the_policy_volume_is_empty() -> None:
     assert "emptyDir" in volumes["mobius-policy"]
 
 
+def test_a_tls_redis_ca_is_mounted_where_the_url_names_it() -> None:
+    ca = {"configMap": {"name": "mc-mobius-cache-redis-ca"}}
+    after = injected(pod({INJECT: "true"}), dataclasses.replace(TEMPLATE, redis_ca_volume=ca))
+    volumes = {v["name"]: v for v in after["spec"]["volumes"]}
+    assert volumes["mobius-redis-ca"] == {"name": "mobius-redis-ca", **ca}
+    mounts = {m["name"]: m for m in sidecar_of(after)["volumeMounts"]}
+    assert mounts["mobius-redis-ca"] == {
+        "name": "mobius-redis-ca",
+        "mountPath": "/etc/mobius/redis-ca",
+        "readOnly": True,
+    }
+    assert "mobius-redis-ca" not in {v["name"] for v in injected(pod({INJECT: "true"}))["spec"]["volumes"]}
+
+
+def test_a_tls_cacheconfig_url_is_given_the_mounted_ca() -> None:
+    """A CacheConfig's URL carries no query (the CRD takes none): a rediss:// one gets the mounted CA added
+    (redis-py adds it to the system's, so a Redis with a public certificate still verifies)."""
+    template = dataclasses.replace(TEMPLATE, redis_ca_volume={"configMap": {"name": "ca"}})
+    after = injected(pod({INJECT: "true", CONFIG: "search"}), template, config=SHOP_CONFIG)
+    url = env_of(sidecar_of(after))["MOBIUS_REDIS_URL"]
+    assert url == "rediss://search-redis.shop.svc:6380/2?ssl_ca_certs=/etc/mobius/redis-ca/ca.crt"
+    plain = {"redis": {"url": "redis://r:6379/0"}}
+    after = injected(pod({INJECT: "true", CONFIG: "search"}), template, config=plain)
+    assert env_of(sidecar_of(after))["MOBIUS_REDIS_URL"] == "redis://r:6379/0"
+
+
 # --- each annotation -----------------------------------------------------------------------------------------
 def test_config_annotation_takes_redis_secret_and_policy_from_that_cacheconfig() -> None:
     after = injected(pod({INJECT: "true", CONFIG: "search"}), config=SHOP_CONFIG)
@@ -260,6 +286,16 @@ def test_config_with_host_and_no_password() -> None:
             RedisSource("rediss+cluster://app@r.db:7000", "s", "password"),
         ),
         ({"redis": {"host": "r"}}, RedisSource("redis://r:6379/0")),
+        (  # the operator's own login (admin) is not the sidecars'
+            {
+                "redis": {
+                    "url": "redis://mobius-cache@r:6379/0",
+                    "passwordSecretRef": {"name": "s", "key": "mobius-cache"},
+                    "admin": {"username": "mobius-operator", "passwordSecretRef": {"name": "s", "key": "op"}},
+                }
+            },
+            RedisSource("redis://mobius-cache@r:6379/0", "s", "mobius-cache"),
+        ),
     ],
 )
 def test_redis_source_of_a_cacheconfig(spec: dict[str, Any], source: RedisSource) -> None:

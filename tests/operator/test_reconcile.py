@@ -216,6 +216,61 @@ def test_cluster_stats_sum_the_primaries() -> None:
     )
 
 
+def test_cluster_members_are_named_by_their_announced_hostname() -> None:
+    """With cluster-preferred-endpoint-type hostname (the chart's cluster), TLS checks names, not pod IPs."""
+    nodes = {
+        "10.0.0.1:6379": {
+            "flags": "master",
+            "hostname": "mc-redis-0.mc-redis-headless.cache.svc.cluster.local",
+        },
+        "10.0.0.2:6379": {"flags": "slave", "hostname": ""},
+    }
+    assert cluster_members(nodes) == [
+        ("10.0.0.2", 6379, False),
+        ("mc-redis-0.mc-redis-headless.cache.svc.cluster.local", 6379, True),
+    ]
+
+
+def test_the_operator_logs_in_with_its_own_admin_user() -> None:
+    """spec.redis.url and passwordSecretRef are the clients' (injected sidecars use them); spec.redis.admin
+    is the operator's own login, with only the commands it needs (the chart's mobius-operator user)."""
+    t = parse_target(
+        {
+            "url": "rediss://mobius-cache@r.cache.svc:6379/0",
+            "passwordSecretRef": {"name": "redis", "key": "mobius-cache"},
+            "admin": {
+                "username": "mobius-operator",
+                "passwordSecretRef": {"name": "redis", "key": "mobius-operator"},
+            },
+        }
+    )
+    assert (t.host, t.tls, t.username, t.secret_name, t.secret_key) == (
+        "r.cache.svc",
+        True,
+        "mobius-operator",
+        "redis",
+        "mobius-operator",
+    )
+    host = parse_target({"host": "r", "admin": {"username": "ops", "passwordSecretRef": {"name": "s"}}})
+    assert (host.username, host.secret_name, host.secret_key) == ("ops", "s", "password")
+
+
+@pytest.mark.parametrize(
+    ("admin", "fragment"),
+    [
+        ("ops", "spec.redis.admin must be a map"),
+        ({"passwordSecretRef": {"name": "s"}}, "spec.redis.admin.username"),
+        (
+            {"username": "ops", "passwordSecretRef": {"key": "k"}},
+            "spec.redis.admin.passwordSecretRef needs a name",
+        ),
+    ],
+)
+def test_bad_admin_logins(admin: Any, fragment: str) -> None:
+    with pytest.raises(InvalidSpec, match=fragment):
+        parse_target({"url": "redis://r", "admin": admin})
+
+
 def test_password_secret_reference_defaults_its_key() -> None:
     t = parse_target({"host": "r", "passwordSecretRef": {"name": "auth"}})
     assert (t.secret_name, t.secret_key) == ("auth", "password")

@@ -1,4 +1,4 @@
-"""`helm test` for mobius-cache: Redis answers, the operator runs, and the CacheConfig's status says Ready.
+"""`helm test` for mobius-cache: Redis answers as the cache user, the operator runs, the CacheConfig is Ready.
 
 Standard library only, so it runs in any Python image. Every check has a deadline; the first failure is
 printed with what was seen, and the exit code is 1.
@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -46,25 +47,143 @@ def _read_reply(reader: Any) -> Any:
     raise RuntimeError(f"unexpected reply from Redis: {line!r}")
 
 
-def check_redis(url: str, password: str, expect_maxmemory: str, timeout: float) -> str:
-    """PING (and CONFIG GET maxmemory when the chart runs Redis): return what was seen."""
-    parsed = urllib.parse.urlparse(url.replace("+cluster://", "://"))
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+@dataclass(frozen=True)
+class RedisAddress:
+    """What a Redis URL says: redis[s]://, redis[s]+cluster:// or redis[s]+sentinel://[user@]host:port,.../name/db."""
+
+    tls: bool
+    kind: str  # "", "cluster" or "sentinel"
+    hosts: tuple[tuple[str, int], ...]
+    username: str
+    master_name: str
+    ca_file: str
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    parsed = urllib.parse.urlsplit(url)
+    scheme, _, kind = parsed.scheme.partition("+")
+    default_port = 26379 if kind == "sentinel" else 6379
+    hosts = []
+    for item in parsed.netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        hosts.append((host.strip("[]"), int(port or default_port)))
+    username = urllib.parse.unquote(parsed.netloc.rpartition("@")[0].partition(":")[0])
+    path = [p for p in parsed.path.split("/") if p]
+    query = urllib.parse.parse_qs(parsed.query)
+    return RedisAddress(
+        tls=scheme == "rediss",
+        kind=kind,
+        hosts=tuple(hosts),
+        username=username,
+        master_name=path[0] if kind == "sentinel" and path else "",
+        ca_file=(query.get("ssl_ca_certs") or [os.environ.get("REDIS_CA_FILE", "")])[0],
+    )
+
+
+def connect(address: RedisAddress, host: str, port: int, timeout: float) -> socket.socket:
     sock: socket.socket = socket.create_connection((host, port), timeout=timeout)
-    if parsed.scheme == "rediss":
-        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-    with sock:
+    if address.tls:
+        context = ssl.create_default_context(cafile=address.ca_file or None)
+        sock = context.wrap_socket(sock, server_hostname=host)
+    return sock
+
+
+def locate_master(address: RedisAddress, timeout: float) -> tuple[str, int]:
+    """Ask the Sentinels (their default user may, without a password) where the master is."""
+    errors = []
+    for host, port in address.hosts:
+        try:
+            with connect(address, host, port, timeout) as sock:
+                reply = resp_command(sock, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", address.master_name)
+        except (OSError, RuntimeError) as exc:
+            errors.append(f"{host}:{port}: {exc}")
+            continue
+        if reply:
+            return str(reply[0]), int(reply[1])
+        errors.append(f"{host}:{port} does not know {address.master_name!r}")
+    raise RuntimeError("no Sentinel named the master: " + "; ".join(errors))
+
+
+def check_redis(
+    url: str,
+    password: str,
+    expect_maxmemory: str,
+    timeout: float,
+    *,
+    key_prefix: str = "",
+    expect_acl: bool = False,
+) -> str:
+    """Log in as the URL's user and check what a client needs; return what was seen.
+
+    PING; ``maxmemory`` (INFO memory) when the chart runs Redis; with ``key_prefix``, a SET/GET/UNLINK of a
+    key of the cache's own; with ``expect_acl``, that the user may NOT run CONFIG (the ACL is in force); in a
+    Redis Cluster, that cluster_state is ok. A Sentinel URL is followed to the master first.
+    """
+    address = parse_redis_url(url)
+    host, port = address.hosts[0]
+    seen = []
+    if address.kind == "sentinel":
+        host, port = locate_master(address, timeout)
+        seen.append(f"master {host}:{port} (from the Sentinels)")
+    with connect(address, host, port, timeout) as sock:
         if password:
-            resp_command(sock, "AUTH", password)
+            login = [address.username] if address.username else []
+            resp_command(sock, "AUTH", *login, password)
         pong = resp_command(sock, "PING")
         if pong != "PONG":
             raise RuntimeError(f"PING answered {pong!r}")
-        if not expect_maxmemory:
-            return f"{host}:{port} PONG"
-        _, maxmemory = resp_command(sock, "CONFIG", "GET", "maxmemory")
-        if maxmemory != expect_maxmemory:
-            raise RuntimeError(f"maxmemory is {maxmemory}, expected {expect_maxmemory}")
-        return f"{host}:{port} PONG, maxmemory {maxmemory}"
+        seen.append(f"{host}:{port} PONG")
+        if expect_maxmemory:
+            maxmemory = info_field(resp_command(sock, "INFO", "memory"), "maxmemory")
+            if maxmemory != expect_maxmemory:
+                raise RuntimeError(f"maxmemory is {maxmemory}, expected {expect_maxmemory}")
+            seen.append(f"maxmemory {maxmemory}")
+        if address.kind == "cluster":
+            state = info_field(resp_command(sock, "CLUSTER", "INFO"), "cluster_state")
+            if state != "ok":
+                raise RuntimeError(f"cluster_state is {state}")
+            seen.append("cluster_state ok")
+        if expect_acl:
+            try:
+                resp_command(sock, "CONFIG", "GET", "maxmemory")
+            except RuntimeError as exc:
+                if "NOPERM" not in str(exc):
+                    raise
+                seen.append("CONFIG refused (NOPERM)")
+            else:
+                raise RuntimeError(
+                    f"user {address.username or 'default'} may run CONFIG: the ACL is not in force"
+                )
+    if key_prefix:
+        seen.append(round_trip(address, host, port, password, f"{key_prefix}helm-test", timeout))
+    return ", ".join(seen)
+
+
+def round_trip(address: RedisAddress, host: str, port: int, password: str, key: str, timeout: float) -> str:
+    """SET, GET and UNLINK one key (following a cluster's MOVED once)."""
+    token = os.urandom(8).hex()
+    with connect(address, host, port, timeout) as sock:
+        if password:
+            resp_command(sock, "AUTH", *([address.username] if address.username else []), password)
+        try:
+            resp_command(sock, "SET", key, token, "EX", "60")
+        except RuntimeError as exc:
+            moved = str(exc).split()
+            if len(moved) >= 5 and moved[2] == "MOVED":
+                target_host, _, target_port = moved[4].rpartition(":")
+                return round_trip(address, target_host, int(target_port), password, key, timeout)
+            raise
+        if resp_command(sock, "GET", key) != token:
+            raise RuntimeError(f"GET {key} did not return what SET wrote")
+        resp_command(sock, "UNLINK", key)
+    return f"SET/GET/UNLINK {key} on {host}:{port}"
+
+
+def info_field(info: str, name: str) -> str:
+    for line in info.splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise RuntimeError(f"INFO has no {name}")
 
 
 def kube_get(path: str, timeout: float) -> Any:
@@ -117,7 +236,12 @@ def main() -> int:
         (
             "redis",
             lambda: check_redis(
-                env["REDIS_URL"], env.get("REDIS_PASSWORD", ""), env.get("EXPECT_MAXMEMORY", ""), 5
+                env["REDIS_URL"],
+                env.get("REDIS_PASSWORD", ""),
+                env.get("EXPECT_MAXMEMORY", ""),
+                5,
+                key_prefix=env.get("KEY_PREFIX", ""),
+                expect_acl=env.get("EXPECT_ACL") == "true",
             ),
         )
     ]

@@ -79,16 +79,108 @@ imagePullSecrets:
 {{ default (include "mobius-cache.fullname" .) .Values.cacheConfig.name }}
 {{- end -}}
 
-{{/* Return the Redis URL the operator, the default CacheConfig and the sidecars use. */}}
+{{/* Return the Redis user name of a role (cache, operator, exporter, replication, sentinel, admin). */}}
+{{- define "mobius-cache.redis.user" -}}
+mobius-{{ . }}
+{{- end -}}
+
+{{/* Return the roles whose Redis users the architecture needs (each has a key in the password Secret). */}}
+{{- define "mobius-cache.redis.roles" -}}
+{{- $roles := list "cache" "operator" "exporter" -}}
+{{- if ne .Values.redis.architecture "standalone" -}}
+{{- $roles = append $roles "replication" -}}
+{{- end -}}
+{{- if eq .Values.redis.architecture "replication" -}}
+{{- $roles = append $roles "sentinel" -}}
+{{- end -}}
+{{- if eq .Values.redis.architecture "cluster" -}}
+{{- $roles = append $roles "admin" -}}
+{{- end -}}
+{{- join " " $roles -}}
+{{- end -}}
+
+{{/* Return the number of Redis pods: 1, 1 + redis.replicas, or shards x (1 + replicasPerShard). */}}
+{{- define "mobius-cache.redis.nodeCount" -}}
+{{- if eq .Values.redis.architecture "replication" -}}
+{{- add1 (int .Values.redis.replicas) -}}
+{{- else if eq .Values.redis.architecture "cluster" -}}
+{{- mul (int .Values.redis.cluster.shards) (add1 (int .Values.redis.cluster.replicasPerShard)) -}}
+{{- else -}}
+1
+{{- end -}}
+{{- end -}}
+
+{{/* Return the Sentinel quorum: a majority of the Sentinels (one per Redis pod). */}}
+{{- define "mobius-cache.redis.sentinelQuorum" -}}
+{{- add1 (div (int (include "mobius-cache.redis.nodeCount" .)) 2) -}}
+{{- end -}}
+
+{{/* Return the DNS suffix of the Redis pods: <headless service>.<namespace>.svc.<cluster domain>. */}}
+{{- define "mobius-cache.redis.headlessDomain" -}}
+{{ include "mobius-cache.redis.fullname" . }}-headless.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}
+{{- end -}}
+
+{{/* Return the DNS names of every Redis pod, space separated, with a port: call with (dict "ctx" $ "port" 6379). */}}
+{{- define "mobius-cache.redis.podAddresses" -}}
+{{- $ctx := .ctx -}}
+{{- $out := list -}}
+{{- range $i := until (int (include "mobius-cache.redis.nodeCount" $ctx)) -}}
+{{- $out = append $out (printf "%s-%d.%s:%v" (include "mobius-cache.redis.fullname" $ctx) $i (include "mobius-cache.redis.headlessDomain" $ctx) $.port) -}}
+{{- end -}}
+{{- join " " $out -}}
+{{- end -}}
+
+{{/* Return where the Redis CA certificate is mounted in clients (sidecars, operator, helm test, keeper). */}}
+{{- define "mobius-cache.redis.caPath" -}}
+/etc/mobius/redis-ca/ca.crt
+{{- end -}}
+
+{{/* Return the name of the Secret with the Redis server certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "mobius-cache.redis.tlsSecretName" -}}
+{{ default (printf "%s-tls" (include "mobius-cache.redis.fullname" .)) .Values.redis.tls.existingSecret }}
+{{- end -}}
+
+{{/* Return whether clients talk TLS to Redis ("true" or ""): the chart's Redis with TLS, or a rediss:// external one. */}}
+{{- define "mobius-cache.redis.tls" -}}
+{{- if .Values.redis.enabled -}}
+{{- if .Values.redis.tls.enabled }}true{{ end -}}
+{{- else if hasPrefix "rediss" .Values.externalRedis.url -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Return the URL of the chart's Redis for a role: call with (dict "ctx" $ "role" "cache" "caQuery" true).
+     standalone: redis://user@<service>:port/0; cluster: redis+cluster://...; replication: the Sentinel form
+     redis+sentinel://user@<sentinel service>:port/<master>/0. rediss with TLS; caQuery adds ?ssl_ca_certs=. */}}
+{{- define "mobius-cache.redis.roleUrl" -}}
+{{- $ctx := .ctx -}}
+{{- $v := $ctx.Values.redis -}}
+{{- $user := "" -}}
+{{- if $v.auth.enabled -}}{{- $user = printf "%s@" (include "mobius-cache.redis.user" .role) -}}{{- end -}}
+{{- $scheme := ternary "rediss" "redis" $v.tls.enabled -}}
+{{- $svc := printf "%s.%s.svc.%s" (include "mobius-cache.redis.fullname" $ctx) $ctx.Release.Namespace $ctx.Values.clusterDomain -}}
+{{- if eq $v.architecture "replication" -}}
+{{ $scheme }}+sentinel://{{ $user }}{{ include "mobius-cache.redis.fullname" $ctx }}-sentinel.{{ $ctx.Release.Namespace }}.svc.{{ $ctx.Values.clusterDomain }}:{{ $v.sentinel.port }}/{{ $v.sentinel.masterName }}/0
+{{- else if eq $v.architecture "cluster" -}}
+{{ $scheme }}+cluster://{{ $user }}{{ $svc }}:{{ $v.service.port }}/0
+{{- else -}}
+{{ $scheme }}://{{ $user }}{{ $svc }}:{{ $v.service.port }}/0
+{{- end -}}
+{{- if and $v.tls.enabled .caQuery -}}
+?ssl_ca_certs={{ include "mobius-cache.redis.caPath" $ctx }}
+{{- end -}}
+{{- end -}}
+
+{{/* Return the Redis URL the sidecars and the library use (as the cache user; the CA in the query with TLS). */}}
 {{- define "mobius-cache.redis.url" -}}
 {{- if .Values.redis.enabled -}}
-redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:{{ .Values.redis.service.port }}/0
+{{ include "mobius-cache.redis.roleUrl" (dict "ctx" . "role" "cache" "caQuery" true) }}
 {{- else -}}
 {{ .Values.externalRedis.url }}
 {{- end -}}
 {{- end -}}
 
-{{/* Return the name of the Secret holding the Redis password ("" when Redis needs none). */}}
+{{/* Return the name of the Secret holding the Redis passwords ("" when Redis needs none). */}}
 {{- define "mobius-cache.redis.secretName" -}}
 {{- if .Values.redis.enabled -}}
 {{- if .Values.redis.auth.enabled -}}
@@ -99,16 +191,18 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
 {{- end -}}
 {{- end -}}
 
-{{/* Return the key of the password inside the Redis Secret. */}}
+{{/* Return the key of a role's password in the Redis Secret: the user's name (call with (dict "ctx" $ "role" "operator"), or with $ for the cache user). */}}
 {{- define "mobius-cache.redis.secretKey" -}}
-{{- if .Values.redis.enabled -}}
-{{ .Values.redis.auth.existingSecretPasswordKey }}
+{{- $ctx := .ctx | default . -}}
+{{- if $ctx.Values.redis.enabled -}}
+{{ include "mobius-cache.redis.user" (.role | default "cache") }}
 {{- else -}}
-{{ .Values.externalRedis.existingSecretPasswordKey }}
+{{ $ctx.Values.externalRedis.existingSecretPasswordKey }}
 {{- end -}}
 {{- end -}}
 
-{{/* Return env entries with the Redis password from the Secret under the given names (nothing without auth). */}}
+{{/* Return env entries with a role's Redis password (default: the cache user's) under the given names, nothing without auth:
+     (dict "ctx" $ "names" (list "MOBIUS_REDIS_PASSWORD") "role" "cache"). */}}
 {{- define "mobius-cache.redis.passwordEnv" -}}
 {{- $secret := include "mobius-cache.redis.secretName" .ctx -}}
 {{- if $secret }}
@@ -117,9 +211,53 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
-      key: {{ include "mobius-cache.redis.secretKey" $.ctx }}
+      key: {{ include "mobius-cache.redis.secretKey" (dict "ctx" $.ctx "role" ($.role | default "cache")) }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* Return the volume with the Redis CA certificate for clients (nothing without TLS). */}}
+{{- define "mobius-cache.redis.caVolume" -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled }}
+- name: mobius-redis-ca
+  {{- if .Values.redis.tls.existingSecret }}
+  # Only ca.crt of the server's Secret: a client never sees the server's key.
+  secret:
+    secretName: {{ .Values.redis.tls.existingSecret }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+  {{- else }}
+  configMap:
+    name: {{ include "mobius-cache.redis.fullname" . }}-ca
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Return the mount of that volume (nothing without TLS). */}}
+{{- define "mobius-cache.redis.caMount" -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled }}
+- name: mobius-redis-ca
+  mountPath: {{ dir (include "mobius-cache.redis.caPath" .) }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Return the key patterns of the cache user: ~* or one ~<prefix>* per redis.acl.cacheKeyPrefixes entry. */}}
+{{- define "mobius-cache.redis.acl.cacheKeys" -}}
+{{- $out := list -}}
+{{- range .Values.redis.acl.cacheKeyPrefixes -}}
+{{- $out = append $out (printf "~%s*" .) -}}
+{{- end -}}
+{{- join " " (default (list "~*") $out) -}}
+{{- end -}}
+
+{{/* Return the channel patterns of the cache user (its events channel is <prefix>events). */}}
+{{- define "mobius-cache.redis.acl.cacheChannels" -}}
+{{- $out := list -}}
+{{- range .Values.redis.acl.cacheKeyPrefixes -}}
+{{- $out = append $out (printf "&%s*" .) -}}
+{{- end -}}
+{{- join " " (default (list "&*") $out) -}}
 {{- end -}}
 
 {{/* Return the byte count of a Redis memory string: "k"/"m"/"g" are powers of 1000, "kb"/"mb"/"gb" of 1024. */}}
@@ -165,18 +303,39 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
       {{- $messages = append $messages (printf "redis.maxmemory %s (%d bytes) leaves less than 20%% headroom below redis.resources.limits.memory %s (%d bytes): Redis would be OOM-killed before it evicts. Raise limits.memory to at least %dMi or lower maxmemory to at most 80%% of the limit" (toString .Values.redis.maxmemory) $max (toString $limit) $limitBytes $need) -}}
     {{- end -}}
   {{- end -}}
-  {{- $managed := list "maxmemory" "maxmemory-policy" "requirepass" "masterauth" "port" "bind" "dir" "protected-mode" "save" "appendonly" "appendfsync" "daemonize" "include" "rename-command" -}}
+  {{- $managed := list "maxmemory" "maxmemory-policy" "requirepass" "masterauth" "masteruser" "aclfile" "user" "port" "bind" "dir" "protected-mode" "save" "appendonly" "appendfsync" "daemonize" "include" "rename-command" "replicaof" "slaveof" "replica-announce-ip" "replica-announce-port" "enable-protected-configs" "enable-debug-command" "enable-module-command" "cluster-enabled" "cluster-config-file" "cluster-node-timeout" "cluster-announce-hostname" "cluster-preferred-endpoint-type" -}}
   {{- range $key, $_ := .Values.redis.extraConfig -}}
-    {{- if has $key $managed -}}
-      {{- $messages = append $messages (printf "redis.extraConfig.%s is set by the chart itself: use the typed value for it (redis.maxmemory, redis.maxmemoryPolicy, redis.auth, redis.persistence, redis.service.port)" $key) -}}
+    {{- if or (has $key $managed) (hasPrefix "tls-" $key) -}}
+      {{- $messages = append $messages (printf "redis.extraConfig.%s is set by the chart itself: use the typed value for it (redis.maxmemory, redis.maxmemoryPolicy, redis.auth, redis.tls, redis.persistence, redis.service.port, redis.architecture, redis.cluster)" $key) -}}
     {{- end -}}
   {{- end -}}
-  {{- if and .Values.redis.auth.existingSecret .Values.redis.auth.password -}}
-    {{- $messages = append $messages "redis.auth.existingSecret and redis.auth.password are both set: choose one" -}}
+  {{- $arch := .Values.redis.architecture -}}
+  {{- if and (eq $arch "cluster") (gt (int .Values.redis.service.port) 55535) -}}
+    {{- $messages = append $messages (printf "redis.service.port %v is too high for a Redis Cluster: its bus port is the port + 10000 (at most 65535)" .Values.redis.service.port) -}}
+  {{- end -}}
+  {{- with .Values.redis.acl.cacheKeyPrefixes -}}
+    {{- $prefix := $.Values.cacheConfig.keyPrefix -}}
+    {{- $covered := false -}}
+    {{- range . -}}{{- if hasPrefix . $prefix -}}{{- $covered = true -}}{{- end -}}{{- end -}}
+    {{- if not $covered -}}
+      {{- $messages = append $messages (printf "cacheConfig.keyPrefix %q is outside redis.acl.cacheKeyPrefixes %v: the cache user could not touch its own keys" $prefix .) -}}
+    {{- end -}}
+  {{- end -}}
+  {{- /* What runs already (empty with helm template / --dry-run): an architecture change or a scale-in would lose data. */ -}}
+  {{- $running := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "mobius-cache.redis.fullname" .) -}}
+  {{- if $running -}}
+    {{- $was := dig "metadata" "annotations" "cache.mobius.io/architecture" "standalone" $running -}}
+    {{- $had := int (dig "spec" "replicas" 1 $running) -}}
+    {{- $want := int (include "mobius-cache.redis.nodeCount" .) -}}
+    {{- if ne $was $arch -}}
+      {{- $messages = append $messages (printf "redis.architecture: this release runs %s; changing it to %s in place is not supported (the pods, their roles and the data layout differ): install a new release and move the clients to it" $was $arch) -}}
+    {{- else if and (ne $arch "standalone") (lt $want $had) -}}
+      {{- $messages = append $messages (printf "the %s would shrink from %d to %d Redis pods: scaling in is refused (the pods removed could be masters, and Sentinels remember the ones that left); keep redis.replicas / redis.cluster.shards / replicasPerShard, or move to a new release" $arch $had $want) -}}
+    {{- end -}}
   {{- end -}}
 {{- else -}}
   {{- if not .Values.externalRedis.url -}}
-    {{- $messages = append $messages "redis.enabled is false: set externalRedis.url (redis://, rediss://, redis+cluster:// or rediss+cluster://) to the Redis to use" -}}
+    {{- $messages = append $messages "redis.enabled is false: set externalRedis.url (redis://, rediss://, redis+cluster://, rediss+cluster:// or redis+sentinel://) to the Redis to use" -}}
   {{- end -}}
 {{- end -}}
 {{- if and .Values.sidecar.metricsPort (eq (int .Values.sidecar.metricsPort) (int .Values.sidecar.port)) -}}
@@ -270,6 +429,7 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
       readOnly: true
     - name: mobius-tmp
       mountPath: /tmp
+    {{- include "mobius-cache.redis.caMount" . | nindent 4 }}
 {{- end -}}
 
 {{/* Return the volumes the sidecar container mounts: the operator's policy ConfigMap and a scratch /tmp. */}}
@@ -283,14 +443,25 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
   emptyDir:
     medium: Memory
     sizeLimit: 16Mi
+{{- include "mobius-cache.redis.caVolume" . }}
 {{- end -}}
 
 {{/* Return the release's default CacheConfig as JSON {name, spec, labels}: the operator creates it and owns it. */}}
 {{- define "mobius-cache.cacheConfig.default" -}}
 {{- $secret := include "mobius-cache.redis.secretName" . }}
-{{- $spec := dict "redis" (dict "url" (include "mobius-cache.redis.url" .)) }}
+{{- /* url + passwordSecretRef: the clients' login (injected sidecars use it); admin: the operator's own ACL user.
+       No ?ssl_ca_certs= query (the CRD takes none): the operator trusts the CA through SSL_CERT_FILE. */}}
+{{- $url := .Values.externalRedis.url }}
+{{- if .Values.redis.enabled }}
+{{- $url = include "mobius-cache.redis.roleUrl" (dict "ctx" . "role" "cache" "caQuery" false) }}
+{{- end }}
+{{- $spec := dict "redis" (dict "url" $url) }}
 {{- if $secret }}
 {{- $_ := set $spec.redis "passwordSecretRef" (dict "name" $secret "key" (include "mobius-cache.redis.secretKey" .)) }}
+{{- if .Values.redis.enabled }}
+{{- $admin := dict "username" (include "mobius-cache.redis.user" "operator") "passwordSecretRef" (dict "name" $secret "key" (include "mobius-cache.redis.secretKey" (dict "ctx" . "role" "operator"))) }}
+{{- $_ = set $spec.redis "admin" $admin }}
+{{- end }}
 {{- end }}
 {{- $_ := set $spec "maxMemory" (toString (default .Values.redis.maxmemory .Values.cacheConfig.maxMemory)) }}
 {{- $_ = set $spec "evictionPolicy" (default .Values.redis.maxmemoryPolicy .Values.cacheConfig.evictionPolicy) }}
@@ -358,6 +529,10 @@ redis://{{ include "mobius-cache.redis.fullname" . }}.{{ .Release.Namespace }}.s
   value: {{ include "mobius-cache.redis.secretName" . | quote }}
 - name: MOBIUS_INJECTOR_REDIS_SECRET_KEY
   value: {{ include "mobius-cache.redis.secretKey" . | quote }}
+{{- with include "mobius-cache.redis.caVolume" . | fromYamlArray }}
+- name: MOBIUS_INJECTOR_REDIS_CA_VOLUME
+  value: {{ omit (first .) "name" | toJson | quote }}
+{{- end }}
 - name: MOBIUS_INJECTOR_DEFAULT_CONFIG
   value: {{ include "mobius-cache.cacheConfig.name" . }}
 - name: MOBIUS_INJECTOR_LOOKUP_TIMEOUT

@@ -19,7 +19,7 @@ never cost the main exporter's scrape (redis_up, memory, evictions). See docs/ob
 {{/* Return the key-group exporter's environment (the same for every Redis node it runs next to). */}}
 {{- define "mobius-cache.exporter.keyGroupsEnv" -}}
 - name: REDIS_ADDR
-  value: redis://127.0.0.1:{{ .Values.redis.service.port }}
+  value: {{ ternary "rediss" "redis" .Values.redis.tls.enabled }}://localhost:{{ .Values.redis.service.port }}
 - name: REDIS_EXPORTER_WEB_LISTEN_ADDRESS
   value: ":{{ .Values.exporter.keyGroups.port }}"
 - name: REDIS_EXPORTER_CHECK_KEY_GROUPS
@@ -33,7 +33,18 @@ never cost the main exporter's scrape (redis_up, memory, evictions). See docs/ob
 # Per connection, read and write: each scan step answers in milliseconds; a hung Redis fails the scrape fast.
 - name: REDIS_EXPORTER_CONNECTION_TIMEOUT
   value: 5s
-{{- include "mobius-cache.redis.passwordEnv" (dict "ctx" . "names" (list "REDIS_PASSWORD")) }}
+# Only the INFO-like commands every scrape needs and the key-group scan (users.acl: mobius-exporter); no CONFIG.
+- name: REDIS_EXPORTER_CONFIG_COMMAND
+  value: "-"
+{{- if .Values.redis.tls.enabled }}
+- name: REDIS_EXPORTER_TLS_CA_CERT_FILE
+  value: /etc/redis-tls/ca.crt
+{{- end }}
+{{- if include "mobius-cache.redis.secretName" . }}
+- name: REDIS_USER
+  value: {{ include "mobius-cache.redis.user" "exporter" }}
+{{- include "mobius-cache.redis.passwordEnv" (dict "ctx" . "names" (list "REDIS_PASSWORD") "role" "exporter") }}
+{{- end }}
 {{- end -}}
 
 {{/* Return the key-group exporter container, or nothing when it is off. */}}
@@ -58,6 +69,12 @@ never cost the main exporter's scrape (redis_up, memory, evictions). See docs/ob
     {{- toYaml .Values.exporter.keyGroups.resources | nindent 4 }}
   securityContext:
     {{- toYaml .Values.redis.containerSecurityContext | nindent 4 }}
+  {{- if .Values.redis.tls.enabled }}
+  volumeMounts:
+    - name: tls
+      mountPath: /etc/redis-tls
+      readOnly: true
+  {{- end }}
 {{- end }}
 {{- end -}}
 
