@@ -556,7 +556,7 @@ class ClusterExecutor(_Coalescing):
             if k in ("password", "username", "socket_timeout", "socket_connect_timeout")
             or k.startswith("ssl_")
         }
-        if kwargs.get("connection_class") is SSLConnection:  # rediss+cluster://, its ?ssl_ca_certs= included
+        if issubclass(endpoint.connection_class, SSLConnection):  # rediss+cluster://, ?ssl_ca_certs= included
             extra["ssl"] = True
         self.redis = RedisCluster(
             startup_nodes=[ClusterNode(host, port)],

@@ -49,7 +49,7 @@ def test_standalone_is_one_pod() -> None:
     sts = one(docs, "StatefulSet")
     assert sts["spec"]["replicas"] == 1 and sts["spec"]["podManagementPolicy"] == "OrderedReady"
     assert "affinity" not in pod_spec(sts)
-    assert set(containers(docs)) == {"redis", "exporter"}
+    assert set(containers(docs)) == {"redis", "exporter", "key-groups"}
     assert one(docs, "PodDisruptionBudget")["spec"] == {
         "maxUnavailable": 1,
         "selector": sts["spec"]["selector"],
