@@ -201,7 +201,7 @@ class Tracker:
         self.near.invalidate([k.decode("utf-8", "surrogateescape") for k in keys])
 
     def _on_lost(self, exc: BaseException | None) -> None:
-        if self.established:
+        if self.established and not self._closed:
             self.losses += 1
             log.warning("near cache: tracking connection lost (%s); flushed and off until it is back", exc)
         self._set_lost()
