@@ -41,10 +41,11 @@ async def pair(shared_redis: RedisServer, prefix: str) -> AsyncIterator[tuple[Ca
 
 async def primed(cache: Cache, key: str) -> Any:
     """Read ``key`` until the near cache answers; returns the value it holds."""
-    for _ in range(3):
+    for _ in range(20):  # a fill is refused while an invalidation of the key is in flight: retry
         _entry, status = await cache.lookup(key)
         if status == "hit-near":
             return await cache.get(key)
+        await asyncio.sleep(0.005)
     raise AssertionError(f"{key} never became a near hit (last status {status})")
 
 
