@@ -32,6 +32,7 @@ SECTIONS = {
     "memory": "benchmarks.memory",
     "hitratio": "benchmarks.hitratio",
     "sidecar": "benchmarks.sidecar_bench",  # the sidecar engineer's; skipped while it is not there
+    "near": "benchmarks.near",
 }
 
 

@@ -34,9 +34,10 @@ from ._envelope import Entry, decode_foreign, decode_payload
 
 __all__ = ["SLOT_OVERHEAD", "Fill", "FrequencySketch", "NearCache", "Slot"]
 
-#: Bytes charged per entry on top of its key and payload: the slot, the Entry, its ETag and the dict and
-#: OrderedDict entries (measured with tracemalloc by ``benchmarks/near.py``; reported there).
-SLOT_OVERHEAD = 360
+#: Bytes charged per entry on top of its key's and payload's lengths: the slot, the Entry, its ETag, the str
+#: and bytes object headers, the dict and OrderedDict entries. Measured with tracemalloc by
+#: ``benchmarks/near.py`` (real/accounted within a few percent at 100 B-10 KB values; see docs/benchmarks.md).
+SLOT_OVERHEAD = 500
 
 WINDOW, PROBATION, PROTECTED = 0, 1, 2
 _WINDOW_SHARE = 0.01
@@ -132,12 +133,17 @@ class NearCache:
         self._slots: dict[str, Slot] = {}
         self._segments: tuple[OrderedDict[str, None], ...] = (OrderedDict(), OrderedDict(), OrderedDict())
         self._bytes = [0, 0, 0]
-        self._window_max = max(1, int(max_bytes * _WINDOW_SHARE))
-        self._main_max = max_bytes - self._window_max
-        self._protected_max = int(self._main_max * _PROTECTED_SHARE)
         # ~4 counters per entry of 512 B: plenty for the sizes the near cache holds, bounded for huge limits.
+        # The sketch's table counts against the limit too (1 MiB of a 64 MiB near cache).
         width = 1 << max(10, min(22, (max_bytes // 128).bit_length()))
+        while width > 1024 and width > max_bytes // 8:
+            width >>= 1
         self.sketch = FrequencySketch(width)
+        self._fixed = width
+        entries = max(1, max_bytes - self._fixed)
+        self._window_max = max(1, int(entries * _WINDOW_SHARE))
+        self._main_max = max(1, entries - self._window_max)
+        self._protected_max = int(self._main_max * _PROTECTED_SHARE)
         self._pending: dict[str, list[Fill]] = {}
         self._generation = 0
         self.live = False
@@ -152,9 +158,15 @@ class NearCache:
 
     # --- state ------------------------------------------------------------------------------------------
     @property
+    def fixed_bytes(self) -> int:
+        """What an empty near cache holds (the frequency sketch's table)."""
+        return self._fixed
+
+    @property
     def bytes(self) -> int:
+        """Bytes held: the entries as accounted (see :data:`SLOT_OVERHEAD`) and the frequency sketch."""
         b = self._bytes
-        return b[0] + b[1] + b[2]
+        return self._fixed + b[0] + b[1] + b[2]
 
     def __len__(self) -> int:
         return len(self._slots)
