@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -73,6 +81,8 @@ def parse_memory(value: str | int) -> int:
     return int(number) * _MEMORY_UNITS[unit.lower() if unit else None]
 
 
+_BOOL = TypeAdapter(bool)
+
 Serializer = Literal["auto", "json", "msgpack", "text", "bytes", "float32"]
 
 
@@ -99,8 +109,15 @@ class StrategyConfig(BaseModel):
     def _near_follows_sliding(cls, data: Any) -> Any:
         # A near hit never reaches Redis, so it could not extend a sliding TTL: a sliding namespace is not
         # near-cached unless it says so (and then it is refused below).
-        if isinstance(data, Mapping) and "near" not in data and data.get("sliding") is True:
-            return {**data, "near": False}
+        if isinstance(data, Mapping) and "near" not in data and "sliding" in data:
+            try:
+                sliding = _BOOL.validate_python(
+                    data["sliding"]
+                )  # as the field will parse it ("yes", "1", ...)
+            except ValidationError:
+                return data  # the field's own error says what is wrong
+            if sliding:
+                return {**data, "near": False}
         return data
 
     @model_validator(mode="after")
