@@ -175,12 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         "--zipf-keys", type=int, default=0, help="GET <--path><k> for k drawn from Zipf over this many keys"
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="the Zipf exponent (with --zipf-keys)")
+    parser.add_argument("--seed", type=int, default=7, help="of the Zipf sequence (with --zipf-keys)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.seconds <= 0 or args.connections <= 0 or args.zipf_keys < 0:
         parser.error("--rate, --seconds and --connections must be positive")
     requests = None
     if args.zipf_keys:
-        requests = zipf_paths(args.path, args.zipf_keys, args.alpha, int(args.rate * args.seconds) + 1)
+        count = int(args.rate * args.seconds) + 1
+        requests = zipf_paths(args.path, args.zipf_keys, args.alpha, count, seed=args.seed)
     try:
         import uvloop
 
