@@ -8,18 +8,22 @@ changes made elsewhere are seen once tracking delivers them (polled with a deadl
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mobius_cache import MISS, Cache
 from mobius_cache.strategies import SessionStore
 from tests.conftest import make_config
 from tests.proxy import tcp_proxy
-from tests.servers import RedisCluster, RedisServer
+from tests.servers import RedisCluster, RedisServer, free_port, wait_for_port
 
 
 async def started(url: str, prefix: str, **overrides: Any) -> Cache:
@@ -402,6 +406,33 @@ async def test_a_new_prefix_is_tracked_after_a_policy_change(shared_redis: Redis
         await eventually(lambda: a.get("config:p"), b"changed")
     finally:
         await a.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificate")
+async def test_tracking_over_tls(prefix: str, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+    subject = ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(["openssl", *request, *subject], check=True, capture_output=True)
+    port = free_port()
+    args = ["--bind", "127.0.0.1", "--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+    args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+    args += ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    proc = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        a = await started(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}", prefix)
+        try:
+            await a.set("config:tls", "v1")
+            assert await primed(a, "config:tls") == "v1"
+            with redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(cert)) as r:
+                r.set(a.keys.full("config:tls"), b"v2")
+            await eventually(lambda: a.get("config:tls"), b"v2")
+        finally:
+            await a.close()
+    finally:
+        proc.terminate()
+        proc.wait(5)
 
 
 @pytest.mark.cluster

@@ -221,17 +221,21 @@ class Tracker:
             except asyncio.CancelledError:
                 raise
             except TrackingRefused as exc:
-                self.error = str(exc)
-                log.error("near cache off: Redis refused client tracking: %s", exc)
+                self._failed(f"Redis refused client tracking: {exc}")
                 attempt = max(attempt, 6)  # a refusal will not clear up within milliseconds
             except Exception as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.debug("near cache: tracking connection failed: %s", exc)
+                self._failed(f"{type(exc).__name__}: {exc}")
             finally:
                 self._set_lost()
             attempt += 1
             ceiling = min(self.retry_cap, self.retry * 2 ** (attempt - 1))
             await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+
+    def _failed(self, error: str) -> None:
+        """One log line per distinct reason (a Redis that stays down must not flood the log); retried."""
+        if error != self.error:
+            log.warning("near cache off until client tracking is established: %s", error)
+        self.error = error
 
     async def _session(self) -> None:
         conn = self._connect()
