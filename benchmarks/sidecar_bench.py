@@ -131,7 +131,8 @@ def _stop(servers: list[Server]) -> None:
 
 
 @contextlib.contextmanager
-def _servers(redis_url: str, gc_tuning: bool = True, only_sidecar: bool = False) -> Iterator[list[Server]]:
+def _servers(redis_url: str, gc_tuning: bool = True, only: str | None = None) -> Iterator[list[Server]]:
+    """The servers under test (``only``: just the one of that name), each a process of its own."""
     env = _env(redis_url, MOBIUS_GC_TUNING="1" if gc_tuning else "0")
     uvicorn = [
         sys.executable,
@@ -150,38 +151,22 @@ def _servers(redis_url: str, gc_tuning: bool = True, only_sidecar: bool = False)
     ]
     servers: list[Server] = []
     uds = f"/tmp/mobius-bench-{os.getpid()}.sock"
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "sidecar": (["sidecar"], {**env, "MOBIUS_SIDECAR_UDS": uds}),
+        "sidecar_no_near": (["sidecar"], {**env, "MOBIUS_NEAR_CACHE": "off"}),
+        "naive": ([*uvicorn, "benchmarks.sidecar_apps:naive_app"], env),
+        "constant": ([*uvicorn, "benchmarks.sidecar_apps:constant_app"], env),
+    }
     try:
-        port = free_port()
-        servers.append(
-            _start(
-                "sidecar", _sidecar_cmd(redis_url, port), {**env, "MOBIUS_SIDECAR_UDS": uds}, port, uds=uds
-            )
-        )
-        if not only_sidecar:
+        for name, (cmd, server_env) in commands.items():
+            if only is not None and name != only:
+                continue
             port = free_port()
-            servers.append(
-                _start(
-                    "sidecar_no_near",
-                    _sidecar_cmd(redis_url, port),
-                    {**env, "MOBIUS_NEAR_CACHE": "off"},
-                    port,
-                )
-            )
-            port = free_port()
-            servers.append(
-                _start(
-                    "naive", [*uvicorn, "--port", str(port), "benchmarks.sidecar_apps:naive_app"], env, port
-                )
-            )
-            port = free_port()
-            servers.append(
-                _start(
-                    "constant",
-                    [*uvicorn, "--port", str(port), "benchmarks.sidecar_apps:constant_app"],
-                    env,
-                    port,
-                )
-            )
+            if cmd == ["sidecar"]:
+                cmd = _sidecar_cmd(redis_url, port)
+            else:
+                cmd = [*cmd[:-1], "--port", str(port), cmd[-1]]
+            servers.append(_start(name, cmd, server_env, port, uds=uds if name == "sidecar" else None))
         yield servers
     finally:
         _stop(servers)
@@ -375,7 +360,7 @@ async def run(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
         # Cyclic GC: the same sidecar with and without gc.freeze() + the raised gen-0 threshold.
         gc_rows: dict[str, list[dict[str, float]]] = {"tuned": [], "untuned": []}
         for tuned in (True, False) * (1 if quick else 2):
-            with _servers(redis.url, gc_tuning=tuned, only_sidecar=True) as (sidecar,):
+            with _servers(redis.url, gc_tuning=tuned, only="sidecar") as (sidecar,):
                 await _closed_loop(sidecar.port, sidecar.path, 0.3, CONNECTIONS)
                 gc_rows["tuned" if tuned else "untuned"].append(
                     await _closed_loop(sidecar.port, sidecar.path, seconds, CONNECTIONS)
@@ -388,6 +373,10 @@ async def run(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
             for name, rows in gc_rows.items()
         }
         out["sustained"] = await _sustained(redis.url, SUSTAINED_SECONDS[quick], say)
+        # The same offered load on the raw ASGI constant: what one uvicorn worker on this machine can do at all.
+        out["sustained_ceiling"] = await _sustained(
+            redis.url, SUSTAINED_SECONDS[quick], say, server="constant"
+        )
         with redis.client() as r:
             for i in range(0, ZIPF_KEYS, 1000):
                 pipe = r.pipeline(transaction=False)
@@ -413,26 +402,26 @@ ZIPF_PREFIX = "bench:z:"
 
 
 async def _sustained(
-    redis_url: str, seconds: float, say: Callable[[str], None], zipf: bool = False
+    redis_url: str, seconds: float, say: Callable[[str], None], zipf: bool = False, server: str = "sidecar"
 ) -> dict[str, Any]:
     """A fresh sidecar under a fixed 5000 req/s of hits, from the open-loop generator's own process: one key
     (issue 8) or ``ZIPF_KEYS`` keys with Zipf(1.0) popularity (issue 14)."""
-    with _servers(redis_url, only_sidecar=True) as (sidecar,):
+    with _servers(redis_url, only=server) as (sidecar,):
         await _closed_loop(sidecar.port, sidecar.path, 0.5, CONNECTIONS)  # warm-up
         if zipf:  # the same traffic for a while, unmeasured: the near cache fills as it would in production
             await _openloop(_openloop_cmd(sidecar, max(2.0, seconds / 12), zipf, seed=8), seconds)
         started_load = loadavg()
         cmd = _openloop_cmd(sidecar, seconds, zipf)
-        near_before = _near_stats(sidecar.port)
+        near_before = _near_stats(sidecar.port) if server == "sidecar" else {}
         result = await _openloop(cmd, seconds)
-        near_after = _near_stats(sidecar.port)
+        near_after = _near_stats(sidecar.port) if server == "sidecar" else {}
     hits = near_after.get("hits", 0) - near_before.get("hits", 0)
     misses = near_after.get("misses", 0) - near_before.get("misses", 0)
     result["near_hit_ratio"] = round(hits / (hits + misses), 4) if hits + misses else None
     result["keys"] = ZIPF_KEYS if zipf else 1
     result["loadavg_start"], result["loadavg_end"] = started_load, loadavg()
     say(
-        f"sidecar sustained{' Zipf' if zipf else ''} {SUSTAINED_RATE}/s for {seconds:.0f}s: "
+        f"{server} sustained{' Zipf' if zipf else ''} {SUSTAINED_RATE}/s for {seconds:.0f}s: "
         f"achieved {result['achieved_rate']:.0f}/s, near hit ratio {result['near_hit_ratio']}, "
         f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, p99.9 {result['p999_ms']} ms, "
         f"errors {result['errors']}"
