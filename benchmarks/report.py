@@ -721,6 +721,16 @@ def _findings(results: dict[str, Any]) -> list[str]:
             "same idle time: allkeys-lru then evicts close to at random among its samples, which is why it "
             "trails allkeys-lfu here (and why its hot-set hit rate can stay under 80%)."
         )
+    sidecar = results.get("sidecar", {}).get("data", {})
+    ceiling, near = sidecar.get("sustained_ceiling"), sidecar.get("sustained")
+    if ceiling and near and ceiling["p99_ms"] > SUSTAINED_P99_GOAL_MS:
+        out.append(
+            f"- At a sustained {ceiling['offered_rate']} req/s even the raw ASGI constant (one uvicorn worker that "
+            f"answers without doing anything) has a p99 of {ceiling['p99_ms']} ms on this machine, above the "
+            f"{SUSTAINED_P99_GOAL_MS:g} ms goal; the sidecar's is {near['p99_ms']} ms. On this machine the "
+            "sustained p99 goals are out of reach of the HTTP server itself (it, the open-loop generator and "
+            "Redis share two cores); the sidecar's own share is the difference between the two."
+        )
     if "load" in results:
         k = results["load"]["data"]["redis_killed"]
         fw = k.get("first_write_after_restart_s")
