@@ -219,17 +219,29 @@ async def test_flushes_empty_every_near_cache(redis_server: RedisServer, prefix:
         await b.close()
 
 
-async def test_local_ttl_never_outlives_redis(pair: tuple[Cache, Cache]) -> None:
-    a, b = pair
-    await a.set("api:v1:short:1", "soon gone", ttl=1)
-    t0 = time.monotonic()
-    assert await primed(b, "api:v1:short:1") == "soon gone"
-    await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - t0)))
-    assert (await b.lookup("api:v1:short:1"))[1] == "hit-near"
-    await asyncio.sleep(max(0.0, 1.02 - (time.monotonic() - t0)))
-    # No polling: the local copy expired when Redis's did, whether or not Redis has deleted it yet.
-    assert await b.get("api:v1:short:1") is MISS
-    assert b.stats()["near"]["expired"] >= 1
+async def test_local_ttl_never_outlives_redis(prefix: str) -> None:
+    """Redis's active expiry is switched off, so nothing would ever report the key's expiry: the local copy
+    must expire by itself, no later than Redis's."""
+    server = RedisServer(extra_args=["--enable-debug-command", "yes"]).start()
+    try:
+        with server.client() as r:
+            r.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+        a, b = await started(server.url, prefix), await started(server.url, prefix)
+        try:
+            await a.set("api:v1:short:1", "soon gone", ttl=1)
+            t0 = time.monotonic()  # Redis set the TTL before set() returned
+            assert await primed(b, "api:v1:short:1") == "soon gone"
+            await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - t0)))
+            assert (await b.lookup("api:v1:short:1"))[1] == "hit-near"
+            await asyncio.sleep(max(0.0, 1.02 - (time.monotonic() - t0)))
+            assert b.stats()["near"]["tracking"]["keys_received"] == 1  # only the set's: no expiry reported
+            assert await b.get("api:v1:short:1") is MISS  # no polling, no invalidation: its own deadline
+            assert b.stats()["near"]["expired"] == 1
+        finally:
+            await a.close()
+            await b.close()
+    finally:
+        server.close()
 
 
 async def test_eviction_under_maxmemory_reaches_every_near_cache(
