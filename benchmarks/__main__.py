@@ -33,6 +33,7 @@ SECTIONS = {
     "hitratio": "benchmarks.hitratio",
     "sidecar": "benchmarks.sidecar_bench",  # the sidecar engineer's; skipped while it is not there
     "failover": "benchmarks.failover",
+    "near": "benchmarks.near",
 }
 
 

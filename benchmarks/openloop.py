@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from .common import percentile
 
-__all__ = ["run"]
+__all__ = ["run", "zipf_paths"]
 
 
 class _Conn(asyncio.Protocol):
@@ -92,12 +92,29 @@ class _Results:
         self.last_done = now
 
 
+def zipf_paths(prefix: str, keys: int, alpha: float, count: int, seed: int = 7) -> list[bytes]:
+    """``count`` request lines for ``prefix + str(key)``, keys drawn from Zipf(``alpha``) over ``keys`` keys."""
+    from .traces import zipf_trace
+
+    trace = zipf_trace(keys, count, alpha, seed=seed)
+    lines = [f"GET {prefix}{k} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for k in range(keys)]
+    return [lines[int(k)] for k in trace]
+
+
 async def run(
-    port: int, path: str, rate: int, seconds: float, connections: int = 16, drain: float = 5.0
+    port: int,
+    path: str,
+    rate: int,
+    seconds: float,
+    connections: int = 16,
+    drain: float = 5.0,
+    requests: list[bytes] | None = None,
 ) -> dict[str, Any]:
-    """Offer ``rate`` GETs of ``path`` per second for ``seconds`` and report what came back."""
+    """Offer ``rate`` GETs of ``path`` per second for ``seconds`` and report what came back. ``requests``: one
+    request per send, cycled (e.g. :func:`zipf_paths`), instead of ``path`` every time."""
     loop = asyncio.get_running_loop()
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    mix = requests or [request]
     start = time.perf_counter() + 0.05
     results = _Results(start)
     conns: list[_Conn] = []
@@ -114,7 +131,7 @@ async def run(
         if due_now > sent:
             max_lag = max(max_lag, now - (start + sent / rate))
         while sent < due_now:
-            conns[sent % connections].send(request, start + sent / rate)
+            conns[sent % connections].send(mix[sent % len(mix)], start + sent / rate)
             sent += 1
         await asyncio.sleep(max(0.0, start + sent / rate - clock()))
     deadline = clock() + drain
@@ -154,16 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=5000, help="requests per second offered")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--zipf-keys", type=int, default=0, help="GET <--path><k> for k drawn from Zipf over this many keys"
+    )
+    parser.add_argument("--alpha", type=float, default=1.0, help="the Zipf exponent (with --zipf-keys)")
+    parser.add_argument("--seed", type=int, default=7, help="of the Zipf sequence (with --zipf-keys)")
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.seconds <= 0 or args.connections <= 0:
+    if args.rate <= 0 or args.seconds <= 0 or args.connections <= 0 or args.zipf_keys < 0:
         parser.error("--rate, --seconds and --connections must be positive")
+    requests = None
+    if args.zipf_keys:
+        count = int(args.rate * args.seconds) + 1
+        requests = zipf_paths(args.path, args.zipf_keys, args.alpha, count, seed=args.seed)
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    out = runner(run(args.port, args.path, args.rate, args.seconds, args.connections))
+    out = runner(run(args.port, args.path, args.rate, args.seconds, args.connections, requests=requests))
     json.dump(out, sys.stdout)
     print()
     return 0

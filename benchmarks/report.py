@@ -469,20 +469,26 @@ def _memory(results: dict[str, Any], goals: list[tuple[str, str, bool | None]]) 
 
 # --- sidecar -------------------------------------------------------------------------------------------------
 _SERVER_NAMES = {
-    "sidecar": "mobius-sidecar",
+    "sidecar": "mobius-sidecar (near cache on, the default)",
+    "sidecar_no_near": "mobius-sidecar, near cache off (every GET reads Redis)",
     "naive": "naive FastAPI + redis-py (baseline)",
     "constant": "raw ASGI constant (ceiling)",
 }
 _RATIO_NAMES = {
     "sidecar_vs_naive": "sidecar / naive FastAPI (req/s)",
     "sidecar_vs_ceiling": "sidecar / raw ASGI ceiling (req/s)",
+    "sidecar_no_near_vs_ceiling": "sidecar without near cache / raw ASGI ceiling (req/s)",
 }
 _PATH_NAMES = {
-    "in_process": "in-process `Cache.get`",
-    "sidecar": "sidecar over HTTP",
+    "in_process": "in-process `Cache.get` (near cache off)",
+    "sidecar": "sidecar over HTTP (TCP)",
+    "sidecar_uds": "sidecar over HTTP (Unix socket)",
     "constant_http": "raw ASGI constant over HTTP (HTTP alone)",
 }
 SUSTAINED_P99_GOAL_MS = 2.0
+HIT_P99_GOAL_MS = 2.0
+CEILING_GOAL = 0.8
+ADDED_P90_GOAL_MS = 0.25
 
 
 def _sidecar(results: dict[str, Any], goals: list[tuple[str, str, bool | None]]) -> list[str]:
@@ -513,13 +519,39 @@ def _sidecar(results: dict[str, Any], goals: list[tuple[str, str, bool | None]])
             ["ratio (same round)", "median (min-max)"],
             [[_RATIO_NAMES.get(k, k), _mr(v)] for k, v in d["ratios"].items()],
         )
+        near = closed.get("servers", {}).get("sidecar", {}) if closed else {}
+        if "sidecar_no_near_vs_ceiling" in d["ratios"] and near:
+            ratio, p99 = d["ratios"]["sidecar_vs_ceiling"], near["p99_ms"]
+            goals.append(
+                (
+                    f"issue 14: sidecar GET hit at {d.get('connections', 16)} connections >= {CEILING_GOAL}x "
+                    f"the raw ASGI ceiling, p99 <= {HIT_P99_GOAL_MS:g} ms",
+                    f"{_mr(ratio)}x; p99 {_mr(p99)} ms (median, min-max over rounds)",
+                    ratio["median"] >= CEILING_GOAL and p99["median"] <= HIT_P99_GOAL_MS,
+                )
+            )
     fr = d.get("fixed_rate")
     if fr:
         lines += [
             f"**Fixed {fr['rate']} req/s** for {fr['seconds']} s (open loop, 4 connections): the sidecar adds "
-            f"**{fr['added_p90_ms']} ms** at p90 over calling `Cache.get` in-process.",
+            f"**{fr['added_p90_ms']} ms** at p90 over calling `Cache.get` in-process"
+            + (
+                f" over TCP, **{fr['added_p90_ms_uds']} ms** over its Unix socket"
+                if "added_p90_ms_uds" in fr
+                else ""
+            )
+            + " (a near hit in the sidecar against a Redis round trip in-process).",
             "",
         ]
+        if "added_p90_ms_uds" in fr:
+            goals.append(
+                (
+                    f"issue 14: added latency at {fr['rate']} req/s over in-process `Cache.get` without near "
+                    f"cache <= {ADDED_P90_GOAL_MS} ms at p90 (TCP), lower over the Unix socket",
+                    f"TCP {fr['added_p90_ms']:+.3f} ms, Unix socket {fr['added_p90_ms_uds']:+.3f} ms",
+                    fr["added_p90_ms"] <= ADDED_P90_GOAL_MS and fr["added_p90_ms_uds"] < fr["added_p90_ms"],
+                )
+            )
         lines += _table(
             ["path", "p50 ms", "p90 ms", "p99 ms"],
             [
@@ -534,13 +566,25 @@ def _sidecar(results: dict[str, Any], goals: list[tuple[str, str, bool | None]])
             ["gc", "req/s", "p99 ms"], [[k, _mr(v["rps"], 0), _mr(v["p99_ms"])] for k, v in d["gc"].items()]
         )
     capacity = closed.get("servers", {}).get("sidecar", {}).get("rps", {}).get("median") if closed else None
-    lines += _sustained(d.get("sustained"), goals, capacity)
+    ceiling = d.get("sustained_ceiling")
+    lines += _sustained(d.get("sustained"), goals, capacity, ceiling=ceiling)
+    if "sustained_zipf" in d:
+        lines += _sustained(
+            d["sustained_zipf"],
+            goals,
+            capacity,
+            ceiling=ceiling,
+            goal="issue 14: sustained 5000 req/s for 60 s, Zipf(1.0) key mix, p99 <= 2 ms, zero errors",
+            title="Sustained, Zipf(1.0) key mix (issue 14)",
+        )
     known = {
         "closed_loop",
         "ratios",
         "fixed_rate",
         "gc",
         "sustained",
+        "sustained_zipf",
+        "sustained_ceiling",
         "loadavg_start",
         "loadavg_end",
         "connections",
@@ -552,10 +596,14 @@ def _sidecar(results: dict[str, Any], goals: list[tuple[str, str, bool | None]])
 
 
 def _sustained(
-    su: dict[str, Any] | None, goals: list[tuple[str, str, bool | None]], capacity: float | None
+    su: dict[str, Any] | None,
+    goals: list[tuple[str, str, bool | None]],
+    capacity: float | None,
+    goal: str = f"issue 8: sidecar sustained 60 s at 5000 req/s, p99 <= {SUSTAINED_P99_GOAL_MS:g} ms, zero errors",
+    title: str = "Sustained (issue 8)",
+    ceiling: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Issue 8's sustained run: a fixed offered rate from the open-loop generator, and its verdict."""
-    goal = f"issue 8: sidecar sustained 60 s at 5000 req/s, p99 <= {SUSTAINED_P99_GOAL_MS:g} ms, zero errors"
+    """A sustained run: a fixed offered rate from the open-loop generator, and its verdict."""
     if not su:
         goals.append((goal, "not measured", None))
         return []
@@ -567,20 +615,37 @@ def _sustained(
     )
     full_length = seconds >= 60
     ok = su["p99_ms"] <= SUSTAINED_P99_GOAL_MS and su["errors"] == 0 and kept_up
+    if su.get("near_hit_ratio") is not None and su.get("keys", 1) > 1:
+        measured += f"; near cache hit ratio {su['near_hit_ratio']:.3f} over {su['keys']:,} keys"
+    if ceiling:
+        measured += (
+            f" (the raw ASGI constant under the same load: p99 {ceiling['p99_ms']} ms, p99.9 "
+            f"{ceiling['p999_ms']} ms)"
+        )
     if not full_length:
         measured += " (quick mode: shorter than the goal's 60 s)"
     goals.append((goal, measured, ok if full_length or not ok else None))
     per_second = su.get("per_second", [])[: int(seconds)]
+    keys = su.get("keys", 1)
     lines = [
-        f"**Sustained (issue 8)**: {rate} req/s offered for {seconds:g} s over {su['connections']} pipelined "
+        f"**{title}**: {rate} req/s offered for {seconds:g} s over {su['connections']} pipelined "
         "keep-alive connections by the open-loop generator (`benchmarks/openloop.py`, its own process): each "
         "request leaves at its scheduled time whether or not earlier ones have returned, and its latency counts "
         "from that time, so a stall shows in the percentiles instead of lowering the load (no coordinated "
-        f"omission). Load average {su.get('loadavg_start')} before, {su.get('loadavg_end')} after.",
+        f"omission). Load average {su.get('loadavg_start')} before, {su.get('loadavg_end')} after."
+        + (
+            f" Keys: {keys:,} (100 B values), drawn with Zipf(1.0) popularity, after an unmeasured warm-up of "
+            f"the same traffic (another random sequence); the near cache answered {su['near_hit_ratio']:.1%} of "
+            "the measured GETs, the rest were read from Redis."
+            if keys > 1 and su.get("near_hit_ratio") is not None
+            else ""
+        ),
         "",
     ]
+    rows = [("sidecar", su)] + ([("raw ASGI constant (ceiling)", ceiling)] if ceiling else [])
     lines += _table(
         [
+            "server",
             "offered req/s",
             "achieved req/s",
             "p50 ms",
@@ -594,17 +659,19 @@ def _sustained(
         ],
         [
             [
+                name,
                 f"{rate:,}",
-                f"{su['achieved_rate']:,.0f}",
-                su["p50_ms"],
-                su["p90_ms"],
-                su["p99_ms"],
-                su["p999_ms"],
-                su["max_ms"],
-                f"{su['errors']} (statuses {su.get('statuses')})",
-                f"{min(per_second):,}-{max(per_second):,}" if per_second else "—",
-                su.get("max_send_lag_ms"),
+                f"{r['achieved_rate']:,.0f}",
+                r["p50_ms"],
+                r["p90_ms"],
+                r["p99_ms"],
+                r["p999_ms"],
+                r["max_ms"],
+                f"{r['errors']} (statuses {r.get('statuses')})",
+                _span(r.get("per_second", [])[: int(seconds)]),
+                r.get("max_send_lag_ms"),
             ]
+            for name, r in rows
         ],
     )
     slow = [i for i, n in enumerate(per_second) if n < 0.95 * rate]
@@ -701,6 +768,10 @@ def _failover(results: dict[str, Any], goals: list[tuple[str, str, bool | None]]
     return lines
 
 
+def _span(per_second: list[int]) -> str:
+    return f"{min(per_second):,}-{max(per_second):,}" if per_second else "—"
+
+
 def _findings(results: dict[str, Any]) -> list[str]:
     """What the numbers say beyond pass/fail, written only when the data shows it."""
     out: list[str] = []
@@ -726,6 +797,16 @@ def _findings(results: dict[str, Any]) -> list[str]:
             "- Redis's LRU clock ticks once a second, and a trace replayed in seconds gives every key almost the "
             "same idle time: allkeys-lru then evicts close to at random among its samples, which is why it "
             "trails allkeys-lfu here (and why its hot-set hit rate can stay under 80%)."
+        )
+    sidecar = results.get("sidecar", {}).get("data", {})
+    ceiling, near = sidecar.get("sustained_ceiling"), sidecar.get("sustained")
+    if ceiling and near and ceiling["p99_ms"] > SUSTAINED_P99_GOAL_MS:
+        out.append(
+            f"- At a sustained {ceiling['offered_rate']} req/s even the raw ASGI constant (one uvicorn worker that "
+            f"answers without doing anything) has a p99 of {ceiling['p99_ms']} ms on this machine, above the "
+            f"{SUSTAINED_P99_GOAL_MS:g} ms goal; the sidecar's is {near['p99_ms']} ms. On this machine the "
+            "sustained p99 goals are out of reach of the HTTP server itself (it, the open-loop generator and "
+            "Redis share two cores); the sidecar's own share is the difference between the two."
         )
     if "load" in results:
         k = results["load"]["data"]["redis_killed"]
@@ -760,6 +841,10 @@ def write(results: dict[str, Any], docs: Path) -> list[Path]:
         body += _memory(results, goals)
     if "failover" in results:
         body += _failover(results, goals)
+    if "near" in results:
+        from .report_near import near_section
+
+        body += near_section(results, img, goals)
     m, v = results.get("machine", {}), results.get("versions", {})
     head = [
         "# Benchmarks",

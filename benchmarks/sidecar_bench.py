@@ -3,19 +3,24 @@
 ``run(quick)`` returns::
 
     {"closed_loop": {"connections": 16, "rounds": n, "servers": {name: {"rps": summary, "p50_ms", "p99_ms"}}},
-     "ratios": {"sidecar_vs_naive": x, "sidecar_vs_ceiling": y},
-     "fixed_rate": {"rate": 1000, "in_process_p90_ms", "sidecar_p90_ms", "constant_p90_ms", "added_p90_ms", ...},
+     "ratios": {"sidecar_vs_naive": x, "sidecar_vs_ceiling": y, "sidecar_no_near_vs_ceiling": z},
+     "fixed_rate": {"rate": 1000, "in_process": {...}, "sidecar": {...}, "sidecar_uds": {...},
+                    "added_p90_ms", "added_p90_ms_uds", ...},
      "gc": {"tuned": {...}, "untuned": {...}},
-     "sustained": {"offered_rate": 5000, "seconds": 60, "achieved_rate", "p50_ms", "p99_ms", "p999_ms", "errors", ...}}
+     "sustained": {"offered_rate": 5000, "seconds": 60, "achieved_rate", "p50_ms", "p99_ms", "p999_ms", "errors", ...},
+     "sustained_zipf": {... the same, over a Zipf(1.0) key mix, with the near cache's hit ratio ...}}
 
 Every server is one uvicorn worker (uvloop + httptools) in its own process; the load comes from a lean
 asyncio HTTP/1.1 client (keep-alive, one request in flight per connection) in this process, so the machine's
 two cores are split between load and server alike for every target. Targets alternate within each round so
-that the shared machine's noise hits all of them.
+that the shared machine's noise hits all of them. "sidecar" is the default configuration (near cache on: a
+repeated GET is answered from the sidecar's memory); "sidecar (near cache off)" reads Redis every time.
 
-The sustained run (issue 8) offers a fixed 5000 req/s of hits for 60 s (6 s in quick mode) to a fresh sidecar
-from the open-loop generator of :mod:`.openloop`, in a process of its own: requests leave on schedule whether
-or not earlier ones returned, and latency counts from the scheduled time, so a stall cannot hide.
+The sustained runs (issues 8 and 14) offer a fixed 5000 req/s of hits for 60 s (6 s in quick mode) to a fresh
+sidecar from the open-loop generator of :mod:`.openloop`, in a process of its own: requests leave on schedule
+whether or not earlier ones returned, and latency counts from the scheduled time, so a stall cannot hide.
+Issue 8's run reads one key; issue 14's reads 100,000 keys with Zipf(1.0) popularity, after a warm-up with the
+same traffic (a sidecar's near cache is warm in production; the warm-up is not measured).
 """
 
 from __future__ import annotations
@@ -50,19 +55,22 @@ class Server:
     name: str
     port: int
     proc: subprocess.Popen[bytes]
+    uds: str | None = None
 
     @property
     def path(self) -> bytes:
         return f"/v1/cache/{KEY}".encode()
 
 
-def _start(name: str, cmd: list[str], env: dict[str, str], port: int) -> Server:
+def _start(name: str, cmd: list[str], env: dict[str, str], port: int, uds: str | None = None) -> Server:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"http://127.0.0.1:{port}/v1/cache/{KEY}", timeout=0.5).status_code in (200, 404):
-                return Server(name, port, proc)
+                if name.startswith("sidecar"):
+                    _wait_near(port, env.get("MOBIUS_NEAR_CACHE") != "off")
+                return Server(name, port, proc, uds)
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}")
         time.sleep(0.05)
@@ -70,10 +78,62 @@ def _start(name: str, cmd: list[str], env: dict[str, str], port: int) -> Server:
     raise TimeoutError(f"{name} did not start")
 
 
-@contextlib.contextmanager
-def _servers(redis_url: str, gc_tuning: bool = True, only_sidecar: bool = False) -> Iterator[list[Server]]:
+def _wait_near(port: int, on: bool) -> None:
+    """A sidecar's near cache serves once Redis tracking is established (a few ms after start-up)."""
+    deadline = time.monotonic() + 10
+    while on and not httpx.get(f"http://127.0.0.1:{port}/v1/stats", timeout=2).json()["near"].get("live"):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the sidecar's near cache did not come on")
+        time.sleep(0.02)
+
+
+def _sidecar_cmd(redis_url: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mobius_cache.server",
+        "--redis-url",
+        redis_url,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
+def _env(redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOBIUS_")}
-    env.update(BENCH_REDIS_URL=redis_url, MOBIUS_GC_TUNING="1" if gc_tuning else "0")
+    env.update(BENCH_REDIS_URL=redis_url, **extra)
+    return env
+
+
+@contextlib.contextmanager
+def sidecars(redis_url: str, n: int, **env: str) -> Iterator[list[Server]]:
+    """``n`` sidecars (default settings, near cache on) on one Redis."""
+    started: list[Server] = []
+    try:
+        for i in range(n):
+            port = free_port()
+            started.append(_start(f"sidecar{i}", _sidecar_cmd(redis_url, port), _env(redis_url, **env), port))
+        yield started
+    finally:
+        _stop(started)
+
+
+def _stop(servers: list[Server]) -> None:
+    for server in servers:
+        server.proc.terminate()
+    for server in servers:
+        try:
+            server.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+
+
+@contextlib.contextmanager
+def _servers(redis_url: str, gc_tuning: bool = True, only: str | None = None) -> Iterator[list[Server]]:
+    """The servers under test (``only``: just the one of that name), each a process of its own."""
+    env = _env(redis_url, MOBIUS_GC_TUNING="1" if gc_tuning else "0")
     uvicorn = [
         sys.executable,
         "-m",
@@ -90,51 +150,26 @@ def _servers(redis_url: str, gc_tuning: bool = True, only_sidecar: bool = False)
         "127.0.0.1",
     ]
     servers: list[Server] = []
+    uds = f"/tmp/mobius-bench-{os.getpid()}.sock"
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "sidecar": (["sidecar"], {**env, "MOBIUS_SIDECAR_UDS": uds}),
+        "sidecar_no_near": (["sidecar"], {**env, "MOBIUS_NEAR_CACHE": "off"}),
+        "naive": ([*uvicorn, "benchmarks.sidecar_apps:naive_app"], env),
+        "constant": ([*uvicorn, "benchmarks.sidecar_apps:constant_app"], env),
+    }
     try:
-        port = free_port()
-        servers.append(
-            _start(
-                "sidecar",
-                [
-                    sys.executable,
-                    "-m",
-                    "mobius_cache.server",
-                    "--redis-url",
-                    redis_url,
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                env,
-                port,
-            )
-        )
-        if not only_sidecar:
+        for name, (cmd, server_env) in commands.items():
+            if only is not None and name != only:
+                continue
             port = free_port()
-            servers.append(
-                _start(
-                    "naive", [*uvicorn, "--port", str(port), "benchmarks.sidecar_apps:naive_app"], env, port
-                )
-            )
-            port = free_port()
-            servers.append(
-                _start(
-                    "constant",
-                    [*uvicorn, "--port", str(port), "benchmarks.sidecar_apps:constant_app"],
-                    env,
-                    port,
-                )
-            )
+            if cmd == ["sidecar"]:
+                cmd = _sidecar_cmd(redis_url, port)
+            else:
+                cmd = [*cmd[:-1], "--port", str(port), cmd[-1]]
+            servers.append(_start(name, cmd, server_env, port, uds=uds if name == "sidecar" else None))
         yield servers
     finally:
-        for server in servers:
-            server.proc.terminate()
-        for server in servers:
-            try:
-                server.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                server.proc.kill()
+        _stop(servers)
 
 
 # --- a lean HTTP/1.1 client ------------------------------------------------------------------------------
@@ -143,8 +178,11 @@ class Conn:
         self.reader, self.writer, self.request = reader, writer, request
 
     @classmethod
-    async def open(cls, port: int, path: bytes) -> Conn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, port: int, path: bytes, uds: str | None = None) -> Conn:
+        if uds:
+            reader, writer = await asyncio.open_unix_connection(uds)
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
         request = b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         return cls(reader, writer, request)
 
@@ -216,10 +254,12 @@ async def _fixed_rate(call: Any, rate: int, seconds: float) -> list[float]:
     return latencies
 
 
-async def _http_fixed_rate(port: int, path: bytes, rate: int, seconds: float) -> list[float]:
+async def _http_fixed_rate(
+    port: int, path: bytes, rate: int, seconds: float, uds: str | None = None
+) -> list[float]:
     idle: asyncio.Queue[Conn] = asyncio.Queue()
     for _ in range(4):
-        idle.put_nowait(await Conn.open(port, path))
+        idle.put_nowait(await Conn.open(port, path, uds))
 
     async def call() -> None:
         conn = await idle.get()
@@ -277,44 +317,50 @@ async def run(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
                 "sidecar_vs_ceiling": summarize(
                     [s["rps"] / c["rps"] for s, c in zip(per["sidecar"], per["constant"], strict=True)]
                 ),
+                "sidecar_no_near_vs_ceiling": summarize(
+                    [
+                        s["rps"] / c["rps"]
+                        for s, c in zip(per["sidecar_no_near"], per["constant"], strict=True)
+                    ]
+                ),
             }
 
-            # Fixed 1000 req/s: what the sidecar adds over calling Cache.get in-process.
+            # Fixed 1000 req/s: what the sidecar adds over calling Cache.get in-process (without a near cache:
+            # the question is what crossing a process boundary costs an app that would otherwise call Redis).
             by_name = {s.name: s for s in servers}
-            async with Cache(CacheConfig(redis_url=redis.url), registry=CollectorRegistry()) as cache:
+            plain = CacheConfig(redis_url=redis.url, near_cache=False)
+            async with Cache(plain, registry=CollectorRegistry()) as cache:
                 await cache.get(KEY)
                 inproc = await _fixed_rate(lambda: cache.get(KEY), 1000, rate_seconds)
-            side = await _http_fixed_rate(
-                by_name["sidecar"].port, by_name["sidecar"].path, 1000, rate_seconds
-            )
+            near = by_name["sidecar"]
+            side = await _http_fixed_rate(near.port, near.path, 1000, rate_seconds)
+            side_uds = await _http_fixed_rate(near.port, near.path, 1000, rate_seconds, uds=near.uds)
             const = await _http_fixed_rate(
                 by_name["constant"].port, by_name["constant"].path, 1000, rate_seconds
             )
+
+            def row(lat: list[float]) -> dict[str, float]:
+                return {"p50_ms": _p(lat, 0.5), "p90_ms": _p(lat, 0.9), "p99_ms": _p(lat, 0.99)}
+
             out["fixed_rate"] = {
                 "rate": 1000,
                 "seconds": rate_seconds,
-                "in_process": {
-                    "p50_ms": _p(inproc, 0.5),
-                    "p90_ms": _p(inproc, 0.9),
-                    "p99_ms": _p(inproc, 0.99),
-                },
-                "sidecar": {"p50_ms": _p(side, 0.5), "p90_ms": _p(side, 0.9), "p99_ms": _p(side, 0.99)},
-                "constant_http": {
-                    "p50_ms": _p(const, 0.5),
-                    "p90_ms": _p(const, 0.9),
-                    "p99_ms": _p(const, 0.99),
-                },
+                "in_process": row(inproc),
+                "sidecar": row(side),
+                "sidecar_uds": row(side_uds),
+                "constant_http": row(const),
                 "added_p90_ms": round(_p(side, 0.9) - _p(inproc, 0.9), 4),
+                "added_p90_ms_uds": round(_p(side_uds, 0.9) - _p(inproc, 0.9), 4),
             }
             say(
                 f"sidecar bench fixed 1000/s: in-process p90 {_p(inproc, 0.9):.3f} ms, "
-                f"sidecar p90 {_p(side, 0.9):.3f} ms"
+                f"sidecar p90 {_p(side, 0.9):.3f} ms (TCP), {_p(side_uds, 0.9):.3f} ms (Unix socket)"
             )
 
         # Cyclic GC: the same sidecar with and without gc.freeze() + the raised gen-0 threshold.
         gc_rows: dict[str, list[dict[str, float]]] = {"tuned": [], "untuned": []}
         for tuned in (True, False) * (1 if quick else 2):
-            with _servers(redis.url, gc_tuning=tuned, only_sidecar=True) as (sidecar,):
+            with _servers(redis.url, gc_tuning=tuned, only="sidecar") as (sidecar,):
                 await _closed_loop(sidecar.port, sidecar.path, 0.3, CONNECTIONS)
                 gc_rows["tuned" if tuned else "untuned"].append(
                     await _closed_loop(sidecar.port, sidecar.path, seconds, CONNECTIONS)
@@ -327,6 +373,17 @@ async def run(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
             for name, rows in gc_rows.items()
         }
         out["sustained"] = await _sustained(redis.url, SUSTAINED_SECONDS[quick], say)
+        # The same offered load on the raw ASGI constant: what one uvicorn worker on this machine can do at all.
+        out["sustained_ceiling"] = await _sustained(
+            redis.url, SUSTAINED_SECONDS[quick], say, server="constant"
+        )
+        with redis.client() as r:
+            for i in range(0, ZIPF_KEYS, 1000):
+                pipe = r.pipeline(transaction=False)
+                for k in range(i, min(ZIPF_KEYS, i + 1000)):
+                    pipe.set(f"mobius:{ZIPF_PREFIX}{k}", b"\x10\x00" + VALUE)  # raw bytes, in the envelope
+                pipe.execute()
+        out["sustained_zipf"] = await _sustained(redis.url, SUSTAINED_SECONDS[quick], say, zipf=True)
     out["loadavg_end"] = loadavg()
     return out
 
@@ -335,39 +392,72 @@ SUSTAINED_RATE = 5000
 SUSTAINED_SECONDS = {False: 60.0, True: 6.0}
 
 
-async def _sustained(redis_url: str, seconds: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """Issue 8: a fresh sidecar under a fixed 5000 req/s of hits, from the open-loop generator's own process."""
-    with _servers(redis_url, only_sidecar=True) as (sidecar,):
+def _near_stats(port: int) -> dict[str, Any]:
+    """The sidecar's near cache counters (a blocking call between measurements, never during one)."""
+    return dict(httpx.get(f"http://127.0.0.1:{port}/v1/stats", timeout=5).json()["near"])
+
+
+ZIPF_KEYS = 100_000  # 100 B values: about what the default 64 MiB near cache holds, so the tail reads Redis
+ZIPF_PREFIX = "bench:z:"
+
+
+async def _sustained(
+    redis_url: str, seconds: float, say: Callable[[str], None], zipf: bool = False, server: str = "sidecar"
+) -> dict[str, Any]:
+    """A fresh sidecar under a fixed 5000 req/s of hits, from the open-loop generator's own process: one key
+    (issue 8) or ``ZIPF_KEYS`` keys with Zipf(1.0) popularity (issue 14)."""
+    with _servers(redis_url, only=server) as (sidecar,):
         await _closed_loop(sidecar.port, sidecar.path, 0.5, CONNECTIONS)  # warm-up
+        if zipf:  # the same traffic for a while, unmeasured: the near cache fills as it would in production
+            await _openloop(_openloop_cmd(sidecar, max(2.0, seconds / 12), zipf, seed=8), seconds)
         started_load = loadavg()
-        cmd = [
-            sys.executable,
-            "-m",
-            "benchmarks.openloop",
-            "--port",
-            str(sidecar.port),
-            "--path",
-            sidecar.path.decode(),
-            "--rate",
-            str(SUSTAINED_RATE),
-            "--seconds",
-            str(seconds),
-            "--connections",
-            str(CONNECTIONS),
-        ]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=seconds + 60)
-        if proc.returncode != 0:
-            raise RuntimeError(f"open-loop generator failed: {stderr.decode(errors='replace')[-2000:]}")
-        result: dict[str, Any] = json.loads(stdout)
+        cmd = _openloop_cmd(sidecar, seconds, zipf)
+        near_before = _near_stats(sidecar.port) if server == "sidecar" else {}
+        result = await _openloop(cmd, seconds)
+        near_after = _near_stats(sidecar.port) if server == "sidecar" else {}
+    hits = near_after.get("hits", 0) - near_before.get("hits", 0)
+    misses = near_after.get("misses", 0) - near_before.get("misses", 0)
+    result["near_hit_ratio"] = round(hits / (hits + misses), 4) if hits + misses else None
+    result["keys"] = ZIPF_KEYS if zipf else 1
     result["loadavg_start"], result["loadavg_end"] = started_load, loadavg()
     say(
-        f"sidecar sustained {SUSTAINED_RATE}/s for {seconds:.0f}s: achieved {result['achieved_rate']:.0f}/s, "
+        f"{server} sustained{' Zipf' if zipf else ''} {SUSTAINED_RATE}/s for {seconds:.0f}s: "
+        f"achieved {result['achieved_rate']:.0f}/s, near hit ratio {result['near_hit_ratio']}, "
         f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, p99.9 {result['p999_ms']} ms, "
         f"errors {result['errors']}"
     )
+    return result
+
+
+def _openloop_cmd(sidecar: Server, seconds: float, zipf: bool, seed: int = 7) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.openloop",
+        "--port",
+        str(sidecar.port),
+        "--path",
+        f"/v1/cache/{ZIPF_PREFIX}" if zipf else sidecar.path.decode(),
+        "--rate",
+        str(SUSTAINED_RATE),
+        "--seconds",
+        str(seconds),
+        "--connections",
+        str(CONNECTIONS),
+    ]
+    if zipf:
+        cmd += ["--zipf-keys", str(ZIPF_KEYS), "--alpha", "1.0", "--seed", str(seed)]
+    return cmd
+
+
+async def _openloop(cmd: list[str], seconds: float) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=seconds + 120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"open-loop generator failed: {stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, Any] = json.loads(stdout)
     return result
 
 

@@ -241,6 +241,78 @@ def latency_quantile(q: float) -> str:
     )
 
 
+# --- the near cache (issue 14): a self-contained row of the overview ------------------------------------------
+NEAR_REQUESTS = "mobius_cache_near_requests_total"
+
+
+def near_cache_row() -> list[dash.Panel | stat.Panel | timeseries.Panel]:
+    """Hot values served from each sidecar's own memory, kept coherent by Redis client tracking. The near
+    cache's hits are also hits of the hit-ratio panels above; these panels show what stayed in the pod."""
+
+    def near(result: str, fn: str, window: str, by: str = "") -> str:
+        grouping = f"sum by ({by})" if by else "sum"
+        return f'{grouping} ({fn}({NEAR_REQUESTS}{{{SIDECAR}, result=~"{result}"}}[{window}]))'
+
+    tracking = Steps("red", [(1, "green")])
+    return [
+        single(
+            "Near cache hit ratio (selected range)",
+            "Lookups of near-cached namespaces answered from the sidecar's memory, without a Redis round "
+            "trip (X-Cache: hit-near), over all lookups of those namespaces.",
+            Query(
+                f"{near('hit', 'increase', '$__range')}\n/\n({near('hit|miss', 'increase', '$__range')} > 0)",
+                "near hit ratio",
+            ),
+            "percentunit",
+            no_value="no near lookups",
+            height=8,
+        ),
+        single(
+            "Near cache tracking (worst pod)",
+            "1: Redis client tracking is established and the near cache serves. 0: tracking is lost (Redis "
+            "down, an ACL without client|tracking, ...): the near cache is flushed and every read goes to Redis.",
+            Query(f"min(mobius_cache_near_tracking{{{SIDECAR}}})", "tracking"),
+            "none",
+            thresholds=tracking,
+            mappings=[("0", "off", "red"), ("1", "on", "green")],
+            no_value="near cache off",
+            height=8,
+        ),
+        graph(
+            "Near cache memory vs limit",
+            "Bytes each sidecar's near cache holds (as it accounts them) against its limit "
+            "(MOBIUS_NEAR_CACHE_MAX_BYTES). At the limit it evicts (W-TinyLFU).",
+            [
+                Query(f"sum by (pod) (mobius_cache_near_bytes{{{SIDECAR}}})", "{{pod}} held"),
+                Query(f"max by (pod) (mobius_cache_near_max_bytes{{{SIDECAR}}})", "{{pod}} limit"),
+            ],
+            "bytes",
+            width=6,
+        ),
+        graph(
+            "Near cache hits, misses and evictions/s",
+            "Per second over all pods: lookups answered from memory (hit), read from Redis (miss), and "
+            "entries pushed out for room (evicted).",
+            [
+                Query(near("hit|miss", "rate", "$__rate_interval", "result"), "{{result}}"),
+                Query(
+                    f"sum(rate(mobius_cache_near_evictions_total{{{SIDECAR}}}[$__rate_interval]))", "evicted"
+                ),
+            ],
+            "ops",
+            width=6,
+        ),
+        graph(
+            "Near cache invalidations received/s",
+            "What Redis tracking told the sidecars: keys changed anywhere (key), FLUSHALL/FLUSHDB (flush), "
+            "and tracking connections lost (lost: each one flushes that sidecar's near cache).",
+            [Query(rate("mobius_cache_near_invalidations_total", SIDECAR, "kind"), "{{kind}}")],
+            "ops",
+            width=6,
+        ),
+    ]
+
+
 def overview() -> model.Dashboard:
     ratio_steps = Steps("red", [(HIT_RATIO_TARGET, "green")])
     latency_steps = Steps("green", [(LATENCY_TARGET_SECONDS, "red")])
@@ -371,7 +443,12 @@ def overview() -> model.Dashboard:
         ["mobius-cache", "redis", "cache"],
         REQUESTS,
         "sidecar",
-        [("Hit ratio", hit_ratio_row), ("Traffic and latency", traffic_row), ("Health", health_row)],
+        [
+            ("Hit ratio", hit_ratio_row),
+            ("Traffic and latency", traffic_row),
+            ("Health", health_row),
+            ("Near cache", near_cache_row()),
+        ],
     )
 
 

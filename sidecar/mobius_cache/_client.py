@@ -25,7 +25,17 @@ from redis import exceptions as redis_errors
 
 from ._breaker import CLOSED, OPEN, CircuitBreaker
 from ._config import CacheConfig
-from ._envelope import Entry, decode, decode_entry, encode, encode_raw, etag_of
+from ._envelope import (
+    Entry,
+    decode,
+    decode_entry,
+    decode_entry_kind,
+    decode_foreign,
+    decode_payload,
+    encode,
+    encode_raw,
+    etag_of,
+)
 from ._exceptions import (
     CONNECTION_ERRORS,
     CacheConflictError,
@@ -42,9 +52,11 @@ from ._exceptions import (
 from ._invalidation import Invalidator
 from ._keys import KeySpace, validate_key
 from ._metrics import Metrics
+from ._near import NearCache
 from ._pool import Executor, make_executor
 from ._refusals import RefusalLog
 from ._scripts import INCR_TTL, INDEX_ADD, INDEX_FORGET, SCRIPT_NAMES, SET_INDEXED, Script
+from ._tracking import READ_WITH_TTL, Tracker, connection_factory, tracking_supported
 
 __all__ = ["MISS", "Cache", "SetResult"]
 
@@ -123,6 +135,27 @@ class Cache:
         self.refusals = RefusalLog()
         self.invalidator = Invalidator(self)
         self._started = False
+        self._near: NearCache | None = None
+        self._tracker: Tracker | None = None
+        self.near_off_reason: str | None = None
+        self._setup_near()
+        self.metrics.near = self.near_stats
+
+    def _setup_near(self) -> None:
+        """The near cache exists only where it can be kept coherent (see ``_tracking``)."""
+        cfg = self._config
+        factory = connection_factory(self._executor)
+        if not cfg.near_cache:
+            self.near_off_reason = "turned off (MOBIUS_NEAR_CACHE=off)"
+        elif cfg.cluster:
+            self.near_off_reason = "off on Redis Cluster: tracking per node is not implemented"
+        elif not tracking_supported() or factory is None:
+            self.near_off_reason = "off: needs hiredis >= 3 for RESP3 push messages"
+        else:
+            self._near = NearCache(cfg.near_cache_bytes)
+            self._tracker = Tracker(self._near, factory, self._ks.prefix)
+            return
+        log.info("near cache %s", self.near_off_reason)
 
     # --- life cycle ---------------------------------------------------------------------------------------
     @classmethod
@@ -135,11 +168,15 @@ class Cache:
             self._started = True
             self.metrics.register(self._registry)
             await self._executor.start()
+            if self._tracker is not None:
+                self._tracker.start()
         return self
 
     async def close(self) -> None:
         if self._started:
             self._started = False
+            if self._tracker is not None:
+                await self._tracker.close()
             await self.invalidator.close()
             self.metrics.unregister(self._registry)
             await self._executor.close()
@@ -178,8 +215,14 @@ class Cache:
         if changed:
             log.warning("ignoring changes to %s: they need a restart", ", ".join(changed))
             config = config.model_copy(update={f: getattr(self._config, f) for f in changed})
+        prefix_changed = config.cache_prefix != self._config.cache_prefix
         self._config = config
         self._ks = KeySpace(config)
+        if self._near is not None:
+            # Strategies (near or not, namespaces' labels) may have changed: start the near cache afresh.
+            self._near.flush()
+            if prefix_changed and self._tracker is not None:
+                self._tracker.restart(config.cache_prefix)
         self.metrics.slow_threshold_s = config.slow_op_threshold_ms / 1000
         self._breaker.threshold = config.breaker_failure_threshold
         self._breaker.reset_timeout = config.breaker_reset_timeout
@@ -297,14 +340,43 @@ class Cache:
         return entry  # type: ignore[no-any-return]
 
     async def lookup(self, key: str) -> tuple[Entry | _Miss, str]:
-        """``(entry or MISS, status)`` with status ``hit``, ``miss``, ``bypass`` (circuit open) or ``error``."""
+        """``(entry or MISS, status)`` with status ``hit``, ``hit-near`` (from the near cache), ``miss``,
+        ``bypass`` (circuit open) or ``error``."""
         return await self._read(key, True)
+
+    def near_lookup(self, key: str) -> Entry | None:
+        """The near cache's entry for ``key`` (counted as a hit), or None: no I/O, no await (the sidecar's
+        fastest path). A key that is not valid is simply not there."""
+        near = self._near
+        if near is None:
+            return None
+        slot = near.get(self._ks.prefix + key)
+        if slot is None:
+            return None
+        self.metrics.requests[slot.hit_key] += 1
+        return slot.entry
 
     async def _read(self, key: str, as_entry: bool) -> tuple[Any, str]:
         ks = self._ks
         fk = ks.prefix + validate_key(key)
+        near = self._near
+        if near is not None:
+            slot = near.get(fk)
+            if slot is not None:
+                if as_entry:
+                    self.metrics.requests[slot.hit_key] += 1
+                    return slot.entry, "hit-near"
+                try:
+                    value = slot.value()
+                except SerializationError:
+                    near.invalidate([fk])  # answered (and counted) by the Redis read below
+                else:
+                    self.metrics.requests[slot.hit_key] += 1
+                    return value, "hit-near"
         ns = ks.ns_label(key)
         strategy = ks.strategy(key)
+        if near is not None and strategy.near and near.live:
+            return await self._read_and_fill(near, key, fk, ns, as_entry)
         t0 = time.perf_counter()
         try:
             if strategy.sliding:
@@ -332,6 +404,49 @@ class Cache:
         self.metrics.observe("get", time.perf_counter() - t0, key)
         return value, "hit"
 
+    async def _read_and_fill(
+        self, near: NearCache, key: str, fk: str, ns: str, as_entry: bool
+    ) -> tuple[Any, str]:
+        """A near miss: read value and remaining TTL in one round trip, and keep the value unless an
+        invalidation of the key (or a flush) arrived while the read was in flight (see ``_near``)."""
+        fill = near.begin(fk)
+        t0 = time.perf_counter()
+        try:
+            reply = await self._script(READ_WITH_TTL, [fk], [])
+        except CacheError as exc:
+            if fill is not None:
+                near.abort(fill)
+            status = "bypass" if isinstance(exc, CircuitOpenError) else "error"
+            self.metrics.requests[(ns, "get", status)] += 1
+            if status == "error":
+                self.metrics.observe("get", time.perf_counter() - t0, key)
+                log.warning("cache read failed, answering a miss: %s", exc)
+            return MISS, status
+        raw, pttl = reply[0], int(reply[1])
+        if raw is None:
+            if fill is not None:
+                near.abort(fill)
+            self.metrics.requests[(ns, "get", "miss")] += 1
+            self.metrics.observe("get", time.perf_counter() - t0, key)
+            return MISS, "miss"
+        try:
+            entry, foreign = decode_entry_kind(raw)
+            if as_entry:
+                value: Any = entry
+            else:
+                value = decode_foreign(entry.data) if foreign else decode_payload(entry.format, entry.data)
+        except (SerializationError, ValueError) as exc:
+            if fill is not None:
+                near.abort(fill)
+            self.metrics.requests[(ns, "get", "error")] += 1
+            log.warning("stored value of %r cannot be decoded, answering a miss: %s", key, exc)
+            return MISS, "error"
+        if fill is not None:
+            near.finish(fill, entry, foreign, pttl, (ns, "get", "hit"))
+        self.metrics.requests[(ns, "get", "hit")] += 1
+        self.metrics.observe("get", time.perf_counter() - t0, key)
+        return value, "hit"
+
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The hits among ``keys`` (misses are absent), in one round trip (per slot on a cluster)."""
         entries = await self._get_many(keys, False)
@@ -346,6 +461,25 @@ class Cache:
         if not logical:
             return {}
         full = [ks.full(k) for k in logical]
+        out: dict[str, Any] = {}
+        near = self._near
+        if near is not None and near.live:  # near hits are served here; the rest is read (not filled)
+            rest = []
+            for k, fk in zip(logical, full, strict=True):
+                slot = near.get(fk)
+                if slot is None:
+                    rest.append((k, fk))
+                    continue
+                try:
+                    out[k] = slot.entry if as_entry else slot.value()
+                except SerializationError:
+                    near.invalidate([fk])
+                    rest.append((k, fk))
+                    continue
+                self.metrics.requests[(ks.ns_label(k), "get_many", "hit")] += 1
+            if not rest:
+                return out
+            logical, full = [k for k, _ in rest], [fk for _, fk in rest]
         t0 = time.perf_counter()
         try:
             if self._executor.cluster:
@@ -356,8 +490,7 @@ class Cache:
             status = "bypass" if isinstance(exc, CircuitOpenError) else "error"
             for k in logical:
                 self.metrics.requests[(ks.ns_label(k), "get_many", status)] += 1
-            return {}
-        out: dict[str, Any] = {}
+            return out
         for k, raw in zip(logical, replies, strict=True):
             ns = ks.ns_label(k)
             if raw is None or isinstance(raw, Exception):
@@ -476,6 +609,8 @@ class Cache:
         ns = ks.ns_label(key)
         t0 = time.perf_counter()
         try:
+            if self._near is not None:
+                self._near_drop([fk])  # also in the finally below: the fill guard is set for this write
             if not index_keys and not cond:
                 await self._exec("SET", fk, stored, "EX", ttl)
                 ok = True
@@ -490,6 +625,9 @@ class Cache:
             if not isinstance(exc, CircuitOpenError):
                 self.metrics.observe("set", time.perf_counter() - t0, key)
             raise
+        finally:
+            if self._near is not None:
+                self._near_drop([fk])
         self.metrics.requests[(ns, "set", "ok" if ok else "skipped")] += 1
         self.metrics.observe("set", time.perf_counter() - t0, key)
         return ok
@@ -573,13 +711,19 @@ class Cache:
         if not rows:
             return 0
         t0 = time.perf_counter()
-        if commands:
-            replies = await self._exec_many(commands)
-            errors = [r for r in replies if isinstance(r, Exception)]
-            if errors:
-                raise translate(errors[0], "SET") from errors[0]
-        if tagged:  # issued together, so implicit pipelining sends the scripts in one write too
-            await asyncio.gather(*(self._store(k, fk, st, eff, tg, (), "") for k, fk, st, eff, tg in tagged))
+        try:
+            if commands:
+                replies = await self._exec_many(commands)
+                errors = [r for r in replies if isinstance(r, Exception)]
+                if errors:
+                    raise translate(errors[0], "SET")
+            if tagged:  # issued together, so implicit pipelining sends the scripts in one write too
+                await asyncio.gather(
+                    *(self._store(k, fk, st, eff, tg, (), "") for k, fk, st, eff, tg in tagged)
+                )
+        finally:
+            if self._near is not None:
+                self._near_drop([c[1] for c in commands])
         for row in rows:
             self.metrics.requests[(ks.ns_label(row[0]), "set_many", "ok")] += 1
         self.metrics.observe("set_many", time.perf_counter() - t0)
@@ -604,26 +748,75 @@ class Cache:
                 f"{key!r} holds a value that is not an integer counter, or the result would overflow ({exc})"
             ) from exc
         except CacheError as exc:
+            if self._near is not None:
+                self._near_drop([fk])
             self.metrics.requests[(ks.ns_label(key), "incr", "error")] += 1
             if not isinstance(exc, CircuitOpenError):
                 self.metrics.observe("incr", time.perf_counter() - t0, key)
             raise
+        if self._near is not None:
+            self._near_drop([fk])
         self.metrics.requests[(ks.ns_label(key), "incr", "ok")] += 1
         self.metrics.observe("incr", time.perf_counter() - t0, key)
         return int(value)
 
     # --- invalidation (see _invalidation.py) ---------------------------------------------------------------
     async def invalidate(self, key: str, *, cascade: bool = False) -> int:
-        return await self.invalidator.by_keys([key], cascade=cascade)
+        return await self.invalidate_keys([key], cascade=cascade)
 
     async def invalidate_keys(self, keys: Sequence[str], *, cascade: bool = False) -> int:
-        return await self.invalidator.by_keys(keys, cascade=cascade)
+        if isinstance(keys, str):
+            keys = [keys]
+        try:
+            return await self._near_settled(self.invalidator.by_keys(keys, cascade=cascade), cascade)
+        finally:
+            if self._near is not None:
+                self._near_drop([self._ks.prefix + k for k in keys if isinstance(k, str)])
 
     async def invalidate_pattern(self, pattern: str) -> int:
-        return await self.invalidator.by_pattern(pattern)
+        return await self._near_settled(self.invalidator.by_pattern(pattern), True)
 
     async def invalidate_tags(self, *tags: str) -> int:
-        return await self.invalidator.by_tags(tags)
+        return await self._near_settled(self.invalidator.by_tags(tags), True)
+
+    # --- near cache hooks ------------------------------------------------------------------------------------
+    def _near_drop(self, redis_keys: Sequence[str]) -> None:
+        """A write or delete through this instance: its own copy goes (and reads in flight are spoiled)."""
+        if self._near is not None:
+            self._near.invalidate(redis_keys)
+
+    async def _near_settled(self, work: Awaitable[int], barrier: bool) -> int:
+        """Run an invalidation; when it removed keys this instance cannot name (tags, pattern, cascade), wait
+        until tracking has delivered their invalidations before returning (a PING barrier), so this
+        instance never serves what it has just been told is gone. A failed barrier flushes the near cache."""
+        near, tracker = self._near, self._tracker
+        try:
+            result = await work
+        except BaseException:
+            if barrier and near is not None:
+                near.flush()  # the invalidation may have half-run: be safe
+            raise
+        if (
+            barrier
+            and near is not None
+            and tracker is not None
+            and near.live
+            and not await tracker.sync(timeout=max(1.0, self._config.redis_socket_timeout))
+        ):
+            near.flush()
+        return result
+
+    def near_stats(self) -> dict[str, Any]:
+        """The near cache's counters and state (also in ``stats()["near"]`` and the metrics)."""
+        if self._near is None or self._tracker is None:
+            return {"enabled": False, "reason": self.near_off_reason}
+        return {"enabled": True, **self._near.stats(), "tracking": self._tracker.stats()}
+
+    async def wait_near(self, timeout: float = 5.0) -> bool:
+        """Wait until the near cache is live (tracking established); False after ``timeout`` or when off."""
+        if self._tracker is None:
+            return False
+        return await self._tracker.wait_established(timeout)
 
     def on_invalidate(self, callback: Callable[[dict[str, Any]], Any]) -> None:
         """Call ``callback(event)`` for every invalidation published by any instance on this Redis."""
@@ -786,6 +979,7 @@ class Cache:
             "invalidations": dict(self.metrics.invalidations),
             "invalidation_queue": len(self.invalidator.queue),
             "refusals": dict(self.refusals.counts),
+            "near": self.near_stats(),
         }
 
     def _gauges(self) -> dict[str, Any]:

@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._sentinel_url import is_sentinel_url, parse_sentinel_url
@@ -75,6 +83,8 @@ def parse_memory(value: str | int) -> int:
     return int(number) * _MEMORY_UNITS[unit.lower() if unit else None]
 
 
+_BOOL = TypeAdapter(bool)
+
 Serializer = Literal["auto", "json", "msgpack", "text", "bytes", "float32"]
 
 
@@ -90,13 +100,42 @@ class StrategyConfig(BaseModel):
         default=True, description="False: stored so Redis never silently evicts it (see docs/invalidation.md)"
     )
     warm: bool = Field(default=False, description="warmed at start-up by the strategy's warmer")
+    near: bool = Field(
+        default=True,
+        description="hot values of this namespace are kept in process memory (the near cache); "
+        "default: true, false for sliding namespaces",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _near_follows_sliding(cls, data: Any) -> Any:
+        # A near hit never reaches Redis, so it could not extend a sliding TTL: a sliding namespace is not
+        # near-cached unless it says so (and then it is refused below).
+        if isinstance(data, Mapping) and "near" not in data and "sliding" in data:
+            try:
+                sliding = _BOOL.validate_python(
+                    data["sliding"]
+                )  # as the field will parse it ("yes", "1", ...)
+            except ValidationError:
+                return data  # the field's own error says what is wrong
+            if sliding:
+                return {**data, "near": False}
+        return data
+
+    @model_validator(mode="after")
+    def _check_near(self) -> StrategyConfig:
+        if self.near and self.sliding:
+            raise ValueError(
+                "near: a sliding namespace cannot be near-cached (a near hit would not extend its TTL in Redis)"
+            )
+        return self
 
 
 def _default_strategies() -> dict[str, StrategyConfig]:
     return {
         "document": StrategyConfig(ttl=7 * 24 * 3600, serializer="float32"),
         "search": StrategyConfig(ttl=300),
-        "user": StrategyConfig(ttl=1800, sliding=True, evictable=False),
+        "user": StrategyConfig(ttl=1800, sliding=True, evictable=False, near=False),
         "api": StrategyConfig(ttl=60),
         "config": StrategyConfig(ttl=86400, warm=True),
         "project": StrategyConfig(ttl=3600),
@@ -154,7 +193,42 @@ class CacheConfig(BaseSettings):
     )
     invalidation_queue_size: int = Field(default=10_000, ge=0)
     autopipeline: bool = Field(default=True, description="coalesce concurrent commands into pipelines")
+    near_cache: bool = Field(
+        default=True, description="keep hot values in process memory, kept coherent by Redis client tracking"
+    )
+    near_cache_max_bytes: str | int = Field(
+        default="64mb", description="memory bound of the near cache (Redis units: 64mb = 64 MiB)"
+    )
     strategies: dict[str, StrategyConfig] = Field(default_factory=_default_strategies)
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _merge_strategies(cls, value: Any) -> Any:
+        """Strategies merge with the defaults wherever they come from: naming a namespace changes that one
+        only, and only in the fields it names (``{"user": {"ttl": 60}}`` keeps sessions sliding)."""
+        if not isinstance(value, Mapping):
+            return value  # the model's own error says what is wrong
+        merged: dict[str, Any] = {ns: s.model_dump() for ns, s in _default_strategies().items()}
+        for ns, given in value.items():
+            if isinstance(given, StrategyConfig):
+                given = given.model_dump(include=given.model_fields_set)
+            if not isinstance(given, Mapping):
+                merged[ns] = given  # refused by validation, naming the namespace
+                continue
+            base = dict(merged.get(ns, {}))
+            if "sliding" in given and "near" not in given:
+                base.pop("near", None)  # re-derived from the new sliding value
+            merged[ns] = {**base, **given}
+        return merged
+
+    @field_validator("near_cache_max_bytes")
+    @classmethod
+    def _check_near_bytes(cls, value: str | int) -> str | int:
+        if parse_memory(value) < 1:
+            raise ValueError(
+                "the near cache needs at least 1 byte (set MOBIUS_NEAR_CACHE=off to turn it off)"
+            )
+        return value
 
     @field_validator("max_memory")
     @classmethod
@@ -207,6 +281,10 @@ class CacheConfig(BaseSettings):
         return parse_memory(self.max_memory)
 
     @property
+    def near_cache_bytes(self) -> int:
+        return parse_memory(self.near_cache_max_bytes)
+
+    @property
     def cluster(self) -> bool:
         return "+cluster://" in self.redis_url
 
@@ -233,9 +311,7 @@ class CacheConfig(BaseSettings):
             elif redis.get("host"):
                 values["redis_url"] = f"redis://{redis['host']}:{int(redis.get('port', 6379))}/0"
         if "strategies" in spec and spec["strategies"] is not None:
-            merged = dict(_default_strategies())
-            merged.update({k: StrategyConfig.model_validate(v) for k, v in spec["strategies"].items()})
-            values["strategies"] = merged
+            values["strategies"] = spec["strategies"]  # merged over the defaults by the model
         values.update(overrides)
         # _env_parse_none_str etc. are irrelevant here: init values beat the environment.
         return cls(**values)

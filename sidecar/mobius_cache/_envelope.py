@@ -25,7 +25,17 @@ import orjson
 
 from ._exceptions import SerializationError, ValueTooLargeError
 
-__all__ = ["Entry", "decode", "decode_entry", "encode", "encode_raw", "etag_of"]
+__all__ = [
+    "Entry",
+    "decode",
+    "decode_entry",
+    "decode_entry_kind",
+    "decode_foreign",
+    "decode_payload",
+    "encode",
+    "encode_raw",
+    "etag_of",
+]
 
 VERSION: Final = 1
 RAW, TEXT, JSON, MSGPACK, FLOAT32 = 0, 1, 2, 3, 4
@@ -60,7 +70,7 @@ class Entry:
     @property
     def value(self) -> Any:
         """The payload decoded as Python code would get it from ``Cache.get``."""
-        return _decode_payload(self.format, self.data)
+        return decode_payload(self.format, self.data)
 
 
 def etag_of(stored: bytes) -> str:
@@ -175,21 +185,26 @@ def decode(stored: bytes) -> Any:
         raise SerializationError(f"stored value cannot be decoded: {exc}") from exc
     parts = _split(stored)
     if parts is None:
-        return _decode_foreign(stored)
+        return decode_foreign(stored)
     fmt, payload, _ = parts
-    return _decode_payload(fmt, payload)
+    return decode_payload(fmt, payload)
 
 
 def decode_entry(stored: bytes) -> Entry:
+    return decode_entry_kind(stored)[0]
+
+
+def decode_entry_kind(stored: bytes) -> tuple[Entry, bool]:
+    """:func:`decode_entry`, and whether ``stored`` is foreign (no envelope: decoded as :func:`decode` would)."""
     parts = _split(stored)
     if parts is None:
         ct = _INT_CT if _is_int(stored) else CONTENT_TYPES[RAW]
-        return Entry(stored, ct, etag_of(stored), RAW)
+        return Entry(stored, ct, etag_of(stored), RAW), True
     fmt, payload, ctype = parts
-    return Entry(payload, ctype or CONTENT_TYPES[fmt], etag_of(stored), fmt)
+    return Entry(payload, ctype or CONTENT_TYPES[fmt], etag_of(stored), fmt), False
 
 
-def _decode_payload(fmt: int, payload: bytes) -> Any:
+def decode_payload(fmt: int, payload: bytes) -> Any:
     try:
         if fmt == JSON:
             return orjson.loads(payload)
@@ -210,7 +225,7 @@ def _is_int(stored: bytes) -> bool:
     return 0 < len(stored) <= 20 and stored.lstrip(b"-").isdigit()
 
 
-def _decode_foreign(stored: bytes) -> Any:
+def decode_foreign(stored: bytes) -> Any:
     return int(stored) if _is_int(stored) else stored
 
 

@@ -66,6 +66,7 @@ class Metrics:
         self.invalidations: defaultdict[str, int] = defaultdict(int)
         self.slow_threshold_s = slow_threshold_s
         self.gauges = gauges
+        self.near: Callable[[], dict[str, Any]] | None = None  # the near cache's stats(), read at scrape time
         self._last_slow_log: dict[str, float] = {}
         self._slow_logged: dict[str, int] = {}
 
@@ -155,6 +156,7 @@ class _RegistryCollector(Collector):
         inval_sum: defaultdict[str, int] = defaultdict(int)
         hist_sum: dict[str, tuple[list[int], float]] = {}
         gauge_rows: list[dict[str, Any]] = []
+        near_rows: list[dict[str, Any]] = []
         for m in members:
             for k, v in list(m.requests.items()):
                 req_sum[k] += v
@@ -170,6 +172,11 @@ class _RegistryCollector(Collector):
                     gauge_rows.append(m.gauges())
                 except Exception:  # a scrape must never fail because one cache is closing
                     log.exception("reading cache gauges failed")
+            if m.near is not None:
+                try:
+                    near_rows.append(m.near())
+                except Exception:
+                    log.exception("reading near cache stats failed")
         for (ns, op, result), v in sorted(req_sum.items()):
             requests.add_metric([ns, op, result], v)
         for op, v in sorted(slow_sum.items()):
@@ -189,6 +196,46 @@ class _RegistryCollector(Collector):
         yield slow
         yield inval
         yield from _gauges(gauge_rows)
+        yield from _near(near_rows)
+
+
+def _near(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The near cache (see docs/library.md): summed over the caches of this registry."""
+    rows = [r for r in rows if r.get("enabled")]
+    requests = CounterMetricFamily(
+        "mobius_cache_near_requests", "Near cache lookups of near-cached namespaces", labels=["result"]
+    )
+    evictions = CounterMetricFamily("mobius_cache_near_evictions", "Near cache entries pushed out for room")
+    invalidations = CounterMetricFamily(
+        "mobius_cache_near_invalidations",
+        "What Redis tracking told the near cache: keys invalidated, flushes (FLUSHALL), tracking lost",
+        labels=["kind"],
+    )
+    size = GaugeMetricFamily("mobius_cache_near_bytes", "Bytes held by the near cache (as it accounts them)")
+    limit = GaugeMetricFamily("mobius_cache_near_max_bytes", "The near cache's memory bound")
+    entries = GaugeMetricFamily("mobius_cache_near_entries", "Entries held by the near cache")
+    live = GaugeMetricFamily(
+        "mobius_cache_near_tracking", "1 while Redis client tracking is established (the near cache serves)"
+    )
+    total: defaultdict[str, float] = defaultdict(float)
+    for row in rows:
+        tracking = row.get("tracking") or {}
+        for name in ("hits", "misses", "evictions", "bytes", "max_bytes", "entries"):
+            total[name] += row.get(name, 0)
+        for name in ("keys_received", "flushes_received", "losses"):
+            total[name] += tracking.get(name, 0)
+        total["live"] += 1 if tracking.get("established") else 0
+    requests.add_metric(["hit"], total["hits"])
+    requests.add_metric(["miss"], total["misses"])
+    evictions.add_metric([], total["evictions"])
+    invalidations.add_metric(["key"], total["keys_received"])
+    invalidations.add_metric(["flush"], total["flushes_received"])
+    invalidations.add_metric(["lost"], total["losses"])
+    size.add_metric([], total["bytes"])
+    limit.add_metric([], total["max_bytes"])
+    entries.add_metric([], total["entries"])
+    live.add_metric([], total["live"])
+    yield from (requests, evictions, invalidations, size, limit, entries, live)
 
 
 def _gauges(rows: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -297,7 +297,7 @@ def read_pass(http: httpx.Client, tally: Tally | None, batch_size: int = 10) -> 
             response = http.get(f"/v1/cache/{k}")
             assert response.status_code in (200, 404), response.text
             if tally is not None:
-                tally.add(namespace, response.headers["x-cache"] == "hit")
+                tally.add(namespace, response.headers["x-cache"] in ("hit", "hit-near"))
         for i in range(0, len(keys), batch_size):
             response = http.post("/v1/batch/get", json={"keys": keys[i : i + batch_size]})
             assert response.status_code == 200, response.text

@@ -214,6 +214,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("strategy ttl", {"strategies": {"user": {"ttl": -5}}}, "ttl"),
     ("strategy serializer", {"strategies": {"user": {"serializer": "pickle"}}}, "serializer"),
     ("strategy unknown", {"strategies": {"user": {"ttl": 5, "colour": "red"}}}, "colour"),
+    ("strategy near", {"strategies": {"api": {"near": "yes"}}}, "near"),
+    ("sliding and near", {"strategies": {"s": {"sliding": True, "near": True}}}, "cannot be near-cached"),
     ("redis url password", {"redis": {"url": "redis://:secret@redis:6379"}}, "url"),
     ("redis url scheme", {"redis": {"url": "http://redis:6379"}}, "url"),
     ("sentinel url without master", {"redis": {"url": "redis+sentinel://s1:26379"}}, "url"),
@@ -419,6 +421,9 @@ AGREEMENT: list[Any] = [
         ),
     ),
     {"strategies": {"doc": {"unknown": 1}}},
+    {"strategies": {"api": {"near": False}}},
+    {"strategies": {"s": {"sliding": True, "near": True}}},
+    {"strategies": {"s": {"sliding": True, "near": False}}},
 ]
 
 

@@ -9,10 +9,14 @@ status 2, before the server starts (a port already in use too). SIGTERM is grace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import socket
+import stat
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -41,6 +45,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "[MOBIUS_SIDECAR_METRICS_PORT, default off]",
     )
     add("--metrics-host", help="address of the metrics port [MOBIUS_SIDECAR_METRICS_HOST, default 0.0.0.0]")
+    add(
+        "--uds",
+        help="also serve the API on this Unix domain socket, for apps in the same pod [MOBIUS_SIDECAR_UDS]",
+    )
     add("--policy-file", help="policy written by the operator, hot-reloaded [MOBIUS_POLICY_FILE]")
     add(
         "--token",
@@ -59,6 +67,7 @@ def _settings_from(args: argparse.Namespace) -> tuple[SidecarSettings, CacheConf
         "sidecar_port": args.port,
         "sidecar_metrics_port": args.metrics_port,
         "sidecar_metrics_host": args.metrics_host,
+        "sidecar_uds": args.uds,
         "policy_file": args.policy_file,
         "sidecar_token": args.token,
         "max_body_bytes": args.max_body_bytes,
@@ -95,6 +104,32 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _bind_unix(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``: a stale socket file (a crashed sidecar's) is replaced, a live one
+    or any other file is a clear error. Mode 0666: the socket is as reachable as the loopback port (by every
+    container that mounts the directory), no more; the token, when set, applies on it as on TCP."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            _fail(f"cannot listen on {path}: it exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # nobody listens: left over from a previous run
+            else:
+                _fail(f"cannot listen on {path}: another process is serving on it")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o666)
+    except OSError as exc:
+        sock.close()
+        _fail(f"cannot listen on {path}: {exc.strerror or exc}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -116,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     front = create_app(settings, config=config)
     app: ASGIApp = front
     sockets = [_bind(settings.sidecar_host, settings.sidecar_port)]
+    if settings.sidecar_uds is not None:
+        sockets.append(_bind_unix(settings.sidecar_uds))
+        logging.getLogger("mobius_cache.server").info("also serving on unix:%s", settings.sidecar_uds)
     if settings.sidecar_metrics_port is not None:
         from .metrics_port import SplitByPort, metrics_only_app
 
@@ -140,7 +178,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         date_header=False,
         proxy_headers=False,  # loopback only: there is no proxy whose X-Forwarded-* headers to trust
     )
-    uvicorn.Server(config_).run(sockets=sockets)
+    uds = settings.sidecar_uds
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            try:
+                await super().shutdown(sockets)
+            finally:
+                # Here, not after run(): uvicorn ends by re-raising the SIGTERM it caught.
+                if uds is not None:
+                    with contextlib.suppress(OSError):
+                        uds.unlink()
+
+    Server(config_).run(sockets=sockets)
 
 
 if __name__ == "__main__":

@@ -165,12 +165,23 @@ def _auth(token: str | None) -> dict[str, str]:
 
 
 class SidecarClient:
-    """Blocking client. ``timeout`` bounds every request (the sidecar itself answers in well under 1 s)."""
+    """Blocking client. ``timeout`` bounds every request (the sidecar itself answers in well under 1 s).
+
+    ``uds``: talk to the sidecar's Unix socket (``MOBIUS_SIDECAR_UDS``) instead of TCP; ``base_url`` then only
+    names the host in the requests."""
 
     def __init__(
-        self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 5.0
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        uds: str | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, headers=_auth(token), timeout=timeout)
+        transport = httpx.HTTPTransport(uds=uds) if uds else None
+        self._http = httpx.Client(
+            base_url=base_url, headers=_auth(token), timeout=timeout, transport=transport
+        )
 
     def _send(self, call: _Call) -> Any:
         resp = self._http.request(
@@ -265,9 +276,17 @@ class AsyncSidecarClient:
     """The same API for asyncio code."""
 
     def __init__(
-        self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 5.0
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        uds: str | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, headers=_auth(token), timeout=timeout)
+        transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=_auth(token), timeout=timeout, transport=transport
+        )
 
     async def _send(self, call: _Call) -> Any:
         resp = await self._http.request(

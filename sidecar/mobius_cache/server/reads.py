@@ -16,12 +16,13 @@ from .errors import error_for, error_payload
 if TYPE_CHECKING:
     from mobius_cache import Cache
 
-__all__ = ["RawResponse", "read_response"]
+__all__ = ["RawResponse", "etag_matches", "read_response"]
 
 Headers = list[tuple[bytes, bytes]]
 
 _JSON = (b"content-type", b"application/json")
 _HIT = (b"x-cache", b"hit")
+_HIT_NEAR = (b"x-cache", b"hit-near")
 _MISS = (b"x-cache", b"miss")
 _BYPASS = (b"x-cache", b"bypass")
 _MISS_BODY = error_payload("not_found", "no cached value for this key")
@@ -34,7 +35,7 @@ class RawResponse(NamedTuple):
     body: bytes
 
 
-def _etag_matches(if_none_match: bytes, etag: bytes) -> bool:
+def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
     if if_none_match.strip() == b"*":
         return True
     # A list of tags; weak comparison (W/ is ignored) as RFC 9110 requires for If-None-Match.
@@ -57,9 +58,10 @@ async def read_response(
         body = _BYPASS_BODY if bypass else _MISS_BODY
         return RawResponse(404, [_JSON, _BYPASS if bypass else _MISS], b"" if head else body)
     etag = entry.etag.encode()
-    if if_none_match is not None and _etag_matches(if_none_match, etag):
-        return RawResponse(304, [(b"etag", etag), _HIT], b"")
-    headers: Headers = [(b"content-type", entry.content_type.encode("latin-1")), (b"etag", etag), _HIT]
+    hit = _HIT_NEAR if outcome == "hit-near" else _HIT
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return RawResponse(304, [(b"etag", etag), hit], b"")
+    headers: Headers = [(b"content-type", entry.content_type.encode("latin-1")), (b"etag", etag), hit]
     if head:
         ttl = await cache.ttl(key)
         if ttl is not None:

@@ -48,6 +48,10 @@ class SidecarSettings(BaseSettings):
         min_length=1,
         description="address of the metrics listener; it never serves /v1/*, so it needs no token",
     )
+    sidecar_uds: Path | None = Field(
+        default=None,
+        description="also listen on this Unix domain socket (e.g. in an emptyDir shared with the app container)",
+    )
     sidecar_token: str | None = Field(
         default=None, repr=False, description="when set, /v1/* requires 'Authorization: Bearer <token>'"
     )
@@ -77,6 +81,20 @@ class SidecarSettings(BaseSettings):
     @classmethod
     def _empty_is_off(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip() == "" else value  # MOBIUS_..._PORT= means off
+
+    @field_validator("sidecar_uds", mode="before")
+    @classmethod
+    def _empty_uds_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("sidecar_uds")
+    @classmethod
+    def _check_uds(cls, value: Path | None) -> Path | None:
+        if value is not None and len(str(value).encode()) > 107:
+            raise ValueError(
+                f"a Unix socket path must be at most 107 bytes, this one is {len(str(value).encode())}"
+            )
+        return value
 
     @field_validator("sidecar_token")
     @classmethod
