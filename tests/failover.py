@@ -40,9 +40,7 @@ class Op:
     key: str
     start: float  # seconds since the load started
     seconds: float
-    outcome: (
-        str  # read: hit|miss|bypass|error; write: ok|unavailable; invalidate: ok|queued; else failed:<why>
-    )
+    outcome: str  # read: hit|hit-near|miss|bypass|error; write: ok|unavailable; invalidate: ok|queued; else failed:<why>
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,9 @@ class FailoverRun:
     @property
     def read_failures(self) -> list[Op]:
         """Reads that did not answer a hit or a miss (a miss, a bypass or a failed-open read is fine)."""
-        return [op for op in self.of("read") if op.outcome not in ("hit", "miss", "bypass", "error")]
+        return [
+            op for op in self.of("read") if op.outcome not in ("hit", "hit-near", "miss", "bypass", "error")
+        ]
 
     @property
     def hangs(self) -> list[Op]:

@@ -28,9 +28,12 @@ def injector_env(docs: Iterable[dict[str, Any]]) -> dict[str, str]:
     if not deployments:
         return {}
     (container,) = pod_spec(deployments[0])["containers"]
-    return {
-        e["name"]: e["value"] for e in container.get("env", ()) if e["name"].startswith("MOBIUS_INJECTOR_")
-    }
+    env = {}
+    for e in container.get("env", ()):
+        if e["name"].startswith("MOBIUS_INJECTOR_"):
+            # fieldRef metadata.namespace: the release's namespace (tests render into "cache").
+            env[e["name"]] = e["value"] if "value" in e else "cache"
+    return env
 
 
 def injector_settings(docs: Iterable[dict[str, Any]]) -> InjectorSettings | None:

@@ -57,6 +57,7 @@ def test_standalone_is_one_pod() -> None:
     assert [p["name"] for p in one(docs, "Service", "mc-mobius-cache-redis")["spec"]["ports"]] == [
         "redis",
         "metrics",
+        "key-groups",
     ]
     assert urls(docs) == {
         "sidecar": f"redis://mobius-cache@{SVC}:6379/0",
@@ -74,7 +75,7 @@ def test_replication_runs_a_sentinel_in_every_pod() -> None:
     docs = render({"redis.architecture": "replication", "example.enabled": True, "injector.enabled": False})
     sts = one(docs, "StatefulSet")
     assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "OrderedReady"
-    assert set(containers(docs)) == {"redis", "sentinel", "exporter"}
+    assert set(containers(docs)) == {"redis", "sentinel", "exporter", "key-groups"}
     redis_env, sentinel_env = env(containers(docs)["redis"]), env(containers(docs)["sentinel"])
     for e in (redis_env, sentinel_env):
         assert e["MOBIUS_REDIS_BOOTSTRAP_MASTER"] == f"{POD.format(0)} 6379"
@@ -86,7 +87,10 @@ def test_replication_runs_a_sentinel_in_every_pod() -> None:
     sentinel_svc = one(docs, "Service", "mc-mobius-cache-redis-sentinel")
     assert sentinel_svc["spec"]["ports"] == [{"name": "sentinel", "port": 26379, "targetPort": "sentinel"}]
     # No Redis port on a Service over all pods: writes must reach the master, found through the Sentinels.
-    assert [p["name"] for p in one(docs, "Service", "mc-mobius-cache-redis")["spec"]["ports"]] == ["metrics"]
+    assert [p["name"] for p in one(docs, "Service", "mc-mobius-cache-redis")["spec"]["ports"]] == [
+        "metrics",
+        "key-groups",
+    ]
     sentinel_url = "mc-mobius-cache-redis-sentinel.cache.svc.cluster.local:26379/mobius-cache/0"
     assert urls(docs) == {
         "sidecar": f"redis+sentinel://mobius-cache@{sentinel_url}",

@@ -51,10 +51,12 @@ def test_default_key_groups_are_prefix_plus_namespace() -> None:
     assert env["REDIS_EXPORTER_MAX_DISTINCT_KEY_GROUPS"] == "20"
     assert env["REDIS_EXPORTER_CHECK_KEYS_BATCH_SIZE"] == "100"
     assert env["REDIS_EXPORTER_REDIS_ONLY_METRICS"] == "true"
-    assert env["REDIS_ADDR"] == "redis://127.0.0.1:6379"
+    assert env["REDIS_ADDR"] == "redis://localhost:6379"
     assert env["REDIS_EXPORTER_WEB_LISTEN_ADDRESS"] == ":9122"
+    # As the exporter's ACL user (charts/mobius-cache/files/redis/users.acl), with no CONFIG.
+    assert env["REDIS_USER"] == "mobius-exporter" and env["REDIS_EXPORTER_CONFIG_COMMAND"] == "-"
     assert env["REDIS_PASSWORD"] == {
-        "secretKeyRef": {"name": "mc-mobius-cache-redis", "key": "redis-password"}
+        "secretKeyRef": {"name": "mc-mobius-cache-redis", "key": "mobius-exporter"}
     }
     # Same image as the main exporter; no readiness probe (it would take the Redis pod out of its Service).
     assert container["image"] == _container(docs, "exporter")["image"] == "oliver006/redis_exporter:v1.45.0"
