@@ -32,7 +32,7 @@ def injector_env(docs: Iterable[dict[str, Any]]) -> dict[str, str]:
     for e in container.get("env", ()):
         if e["name"].startswith("MOBIUS_INJECTOR_"):
             # fieldRef metadata.namespace: the release's namespace (tests render into "cache").
-            env[e["name"]] = e["value"] if "value" in e else "cache"
+            env[e["name"]] = e.get("value", "cache")
     return env
 
 
