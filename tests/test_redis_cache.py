@@ -293,3 +293,22 @@ def test_config_rejects_bad_settings() -> None:
     ):
         with pytest.raises(ValidationError):
             CacheConfig(**bad)  # type: ignore[arg-type]
+
+
+async def test_failure_series_start_at_zero(redis_server: RedisServer) -> None:
+    """Error, bypass and slow-op counters exist (at 0) as soon as their operation does: panels show 0, not
+    "no data", and rate() sees the first failure."""
+    registry = CollectorRegistry()
+    async with Cache(make_config(redis_server.url), registry=registry) as c:
+        await c.set("user:1:session", {"u": 1})
+        await c.get("user:1:session")
+        text = generate_latest(registry).decode()
+    for line in (
+        'mobius_cache_requests_total{namespace="user",op="get",result="error"} 0.0',
+        'mobius_cache_requests_total{namespace="user",op="get",result="bypass"} 0.0',
+        'mobius_cache_requests_total{namespace="user",op="set",result="error"} 0.0',
+        'mobius_cache_slow_operations_total{op="get"} 0.0',
+        'mobius_cache_slow_operations_total{op="set"} 0.0',
+    ):
+        assert line in text, f"{line} not in\n{text}"
+    assert 'op="set",result="bypass"' not in text  # writes never bypass: they fail

@@ -314,6 +314,9 @@ def up(with_node: bool = False) -> dict[str, object]:
             _down(state)
             state = {}
         if state and running(state):
+            if state.get("node"):  # the guard rules are machine-wide: make sure nobody removed them
+                network.firewall_up()
+                network.bridge_up()
             say(f"reusing the running cluster (kubeconfig {KUBECONFIG})")
             return {**state, "reused": True}
         if state:
@@ -478,6 +481,11 @@ def claim_the_node() -> None:
     NODE_CLAIM.write_text(str(STATE_DIR))
 
 
+def holds_the_node() -> bool:
+    """No claim, or ours: then the machine-wide network state is this cluster's to remove."""
+    return not NODE_CLAIM.exists() or NODE_CLAIM.read_text().strip() == str(STATE_DIR)
+
+
 def release_the_node() -> None:
     if NODE_CLAIM.exists() and NODE_CLAIM.read_text().strip() == str(STATE_DIR):
         NODE_CLAIM.unlink()
@@ -498,6 +506,10 @@ def stop_node(state: dict[str, object]) -> None:
     for name in NODE:
         pids.pop(name, None)
     state["pids"] = pids
+    if not holds_the_node():
+        say("this cluster does not hold the machine's node: its network (bridge, rules, sysctls) is left alone")
+        node.unmount_under(STATE_DIR)
+        return
     proxy = BIN / "kube-proxy"
     if proxy.exists():  # kube-proxy's own cleanup of its KUBE-* chains
         subprocess.run([str(proxy), "--cleanup"], capture_output=True, check=False)

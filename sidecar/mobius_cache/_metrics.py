@@ -177,6 +177,15 @@ class _RegistryCollector(Collector):
                     near_rows.append(m.near())
                 except Exception:
                     log.exception("reading near cache stats failed")
+        # Zeros for the failure series of every (namespace, op) and op seen, so that error, bypass and slow-op
+        # panels and alerts show 0 rather than "no data" while nothing has failed (a counter that appears only
+        # at its first increment also loses that increment to rate()).
+        for ns, op, _ in list(req_sum):
+            req_sum.setdefault((ns, op, "error"), 0)
+            if op in _READ_OPS:
+                req_sum.setdefault((ns, op, "bypass"), 0)
+        for op in hist_sum:
+            slow_sum.setdefault(op, 0)
         for (ns, op, result), v in sorted(req_sum.items()):
             requests.add_metric([ns, op, result], v)
         for op, v in sorted(slow_sum.items()):
