@@ -67,8 +67,8 @@ bench-quick: venv system-deps
 dashboards: venv
 	$(BIN)/python dashboards/build.py
 
-e2e: venv tools
-	@scripts/e2e-kind.sh
+e2e: venv system-deps tools
+	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/e2e.sh
 
 # The real Kubernetes of the tests: scripts/cluster/cluster.py builds (once) and starts it; its state is .run/cluster.
 cluster: venv system-deps tools

@@ -17,6 +17,14 @@ if [ "${1:-}" != "--redis-only" ]; then
   # debootstrap for a local base image when no registry answers.
   command -v dockerd >/dev/null 2>&1 || want+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || want+=(debootstrap)
+  # The one-node Kubernetes of `make e2e` (scripts/cluster): its container runtime, network and tools.
+  command -v containerd >/dev/null 2>&1 || want+=(containerd)
+  command -v runc >/dev/null 2>&1 || want+=(runc)
+  [ -x /usr/lib/cni/bridge ] || want+=(containernetworking-plugins)
+  command -v iptables >/dev/null 2>&1 || want+=(iptables)
+  command -v conntrack >/dev/null 2>&1 || want+=(conntrack)
+  command -v socat >/dev/null 2>&1 || want+=(socat)
+  command -v gcc >/dev/null 2>&1 || want+=(gcc libc6-dev)  # the pause image, compiled from Kubernetes' source
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 

@@ -472,7 +472,10 @@ NODE_CLAIM = Path("/run/mobius-cache-node")
 
 def claim_the_node() -> None:
     holder = NODE_CLAIM.read_text().strip() if NODE_CLAIM.exists() else ""
-    if holder and holder != str(STATE_DIR) and procs.read_json(Path(holder) / "state.json").get("node"):
+    theirs = procs.read_json(Path(holder) / "state.json") if holder else {}
+    kubelet = _pids(theirs).get("kubelet")
+    alive = bool(kubelet) and procs.is_ours(int(kubelet[0]), str(kubelet[1]))  # type: ignore[call-overload, index]
+    if holder and holder != str(STATE_DIR) and theirs.get("node") and alive:
         raise SystemExit(
             f"[cluster] this machine's node belongs to the cluster in {holder} (one node per machine: its "
             f"bridge, addresses and firewall rules are machine-wide); take that one down first "
@@ -507,7 +510,9 @@ def stop_node(state: dict[str, object]) -> None:
         pids.pop(name, None)
     state["pids"] = pids
     if not holds_the_node():
-        say("this cluster does not hold the machine's node: its network (bridge, rules, sysctls) is left alone")
+        say(
+            "this cluster does not hold the machine's node: its network (bridge, rules, sysctls) is left alone"
+        )
         node.unmount_under(STATE_DIR)
         return
     proxy = BIN / "kube-proxy"
