@@ -71,8 +71,9 @@ e2e: venv system-deps tools
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/e2e.sh
 
 # The real Kubernetes of the tests: scripts/cluster/cluster.py builds (once) and starts it; its state is .run/cluster.
+# `make cluster NODE=1` (root) adds one node: containerd, kubelet, kube-scheduler, kube-proxy and CoreDNS.
 cluster: venv system-deps tools
-	@$(BIN)/python scripts/cluster/cluster.py up >/dev/null
+	@$(BIN)/python scripts/cluster/cluster.py up $(if $(NODE),--node) >/dev/null
 	@echo "export KUBECONFIG=$(CURDIR)/.run/cluster/kubeconfig"
 
 cluster-down:
