@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import json
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,7 @@ class Kube:
     ) -> None:
         """Merge-patch the status subresource of one custom object."""
         body: Any = {"status": dict(status)}
-        try:
+        with _failing(f"patch the status of {plural} {namespace}/{name}"):
             await self.custom.patch_namespaced_custom_object_status(
                 group,
                 version,
@@ -203,27 +204,13 @@ class Kube:
                 _request_timeout=self.timeout,
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
             )
-        except ApiException as exc:
-            raise KubeError(
-                f"cannot patch the status of {plural} {namespace}/{name}: {exc.status} {exc.reason}"
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeError(
-                f"cannot patch the status of {plural} {namespace}/{name}: {exc or type(exc).__name__}"
-            ) from exc
 
     async def deployment_uid(self, namespace: str, name: str) -> str:
         """The UID of a Deployment (the owner of the default CacheConfig)."""
-        try:
+        with _failing(f"read Deployment {namespace}/{name}"):
             deployment = await self.apps.read_namespaced_deployment(
                 name, namespace, _request_timeout=self.timeout
             )
-        except ApiException as exc:
-            raise KubeError(f"cannot read Deployment {namespace}/{name}: {exc.status} {exc.reason}") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeError(
-                f"cannot read Deployment {namespace}/{name}: {exc or type(exc).__name__}"
-            ) from exc
         return str(deployment.metadata.uid)
 
     async def upsert_custom_object(
@@ -275,7 +262,7 @@ class Kube:
 
     async def uninjected_pods(self, namespace: str, deployment: str) -> tuple[int, int]:
         """(live pods, those that asked for the sidecar but were admitted without it) of the Deployment."""
-        try:
+        with _failing(f"list the pods of Deployment {namespace}/{deployment}"):
             obj = await self.apps.read_namespaced_deployment(
                 deployment, namespace, _request_timeout=self.timeout
             )
@@ -283,14 +270,6 @@ class Kube:
             pods = await self.core.list_namespaced_pod(
                 namespace, label_selector=selector, _request_timeout=self.timeout
             )
-        except ApiException as exc:
-            raise KubeError(
-                f"cannot list the pods of Deployment {namespace}/{deployment}: {exc.status} {exc.reason}"
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeError(
-                f"cannot list the pods of Deployment {namespace}/{deployment}: {exc or type(exc).__name__}"
-            ) from exc
         live = [p for p in pods.items if p.metadata.deletion_timestamp is None]
         missed = 0
         for pod in live:
@@ -305,18 +284,21 @@ class Kube:
         body: Any = {
             "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}
         }
-        try:
+        with _failing(f"restart Deployment {namespace}/{deployment}"):
             await self.apps.patch_namespaced_deployment(
                 deployment, namespace, body, _request_timeout=self.timeout
             )
-        except ApiException as exc:
-            raise KubeError(
-                f"cannot restart Deployment {namespace}/{deployment}: {exc.status} {exc.reason}"
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeError(
-                f"cannot restart Deployment {namespace}/{deployment}: {exc or type(exc).__name__}"
-            ) from exc
+
+
+@contextlib.contextmanager
+def _failing(what: str) -> Iterator[None]:
+    """API, network and timeout errors of one call, as a KubeError that says what was being done."""
+    try:
+        yield
+    except ApiException as exc:
+        raise KubeError(f"cannot {what}: {exc.status} {exc.reason}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise KubeError(f"cannot {what}: {exc or type(exc).__name__}") from exc
 
 
 class InvalidObjectError(KubeError):

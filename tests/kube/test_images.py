@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from tests.kube.conftest import Images
 from tests.servers import RedisServer, free_port
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_the_sidecar_image_serves_the_cache_non_root_read_only(
