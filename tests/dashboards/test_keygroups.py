@@ -220,15 +220,22 @@ def test_counts_and_memory_by_namespace_match_what_was_written(live: Live) -> No
     share_of_growth = sum(memory.values()) / live.grown
     check(0.85 <= share_of_growth <= 1.0, f"groups hold {share_of_growth:.1%} of what used_memory grew by")
 
-    empty = []
-    for q in queries(("mobius-cache-redis.json",)):
-        if q.title not in PANELS:
-            continue
-        rows = live.prom.query_range(
-            substitute(q.expr, rate_interval="4s", time_range="1m"), live.start, time.time(), 1.0
-        )
-        if not any(v not in ("NaN", "+Inf", "-Inf") for row in rows for _, v in row["values"]):
-            empty.append(q.name)
+    def empty_panels() -> list[str]:
+        empty = []
+        for q in queries(("mobius-cache-redis.json",)):
+            if q.title not in PANELS:
+                continue
+            rows = live.prom.query_range(
+                substitute(q.expr, rate_interval="4s", time_range="1m"), live.start, time.time(), 1.0
+            )
+            if not any(v not in ("NaN", "+Inf", "-Inf") for row in rows for _, v in row["values"]):
+                empty.append(q.name)
+        return empty
+
+    # Recording rules and rates need an evaluation or two after the scrape that brought the groups.
+    deadline = time.monotonic() + 15
+    while (empty := empty_panels()) and time.monotonic() < deadline:
+        time.sleep(1)
     check(not empty, f"panels without data: {empty}")
     index = float(live.prom.query(panel("Index keys share", "B"))[0]["value"][1])
     index_written = sum(live.exact[group_of("mobius:", k)] for k in ("~tag", "~deps")) / sum(
