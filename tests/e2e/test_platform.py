@@ -196,7 +196,7 @@ def scrape_targets(kube: Cluster) -> list[dict[str, Any]]:
     """
     targets = []
     for pod in kube.items("pods", NS):
-        if pod["status"].get("phase") != "Running":
+        if pod["status"].get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
             continue
         name = pod["metadata"]["name"]
         for container in pod["spec"].get("containers", []) + pod["spec"].get("initContainers", []):
@@ -237,10 +237,18 @@ def prometheus_config(kube: Cluster, targets_file: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(kube: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+def targets_file(kube: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("targets") / "targets.json"
+    path.write_text(json.dumps(scrape_targets(kube)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    kube: Cluster, targets_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
     folder = tmp_path_factory.mktemp("prometheus")
-    (folder / "targets.json").write_text(json.dumps(scrape_targets(kube)))
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(kube, folder / "targets.json")))
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(kube, targets_file)))
     port = free_port()
     log = (folder / "prometheus.log").open("wb")
     proc = subprocess.Popen(
@@ -264,17 +272,21 @@ def prometheus(kube: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def test_prometheus_scrapes_through_the_api_server_and_every_dashboard_query_has_data(
-    kube: Cluster, prometheus: Prometheus
+    kube: Cluster, prometheus: Prometheus, targets_file: Path
 ) -> None:
-    def targets_up() -> list[dict[str, Any]] | None:
+    wanted = {REDIS_POD, example_pod(kube)["metadata"]["name"]}
+
+    def targets_up() -> bool:
+        targets_file.write_text(json.dumps(scrape_targets(kube)))  # the discovery, again (pods come and go)
         try:
             rows = prometheus.query("up")
         except (RuntimeError, httpx.HTTPError):
-            return None
-        return rows if len(rows) >= 2 and all(r["value"][1] == "1" for r in rows) else None
+            return False
+        return wanted <= {r["metric"]["pod"] for r in rows if r["value"][1] == "1"}
 
-    rows = wait_for("Prometheus to scrape the sidecar and the exporter", targets_up, timeout=60)
-    assert {r["metric"]["pod"] for r in rows} >= {REDIS_POD, example_pod(kube)["metadata"]["name"]}
+    wait_for(
+        f"Prometheus to scrape the sidecar and the exporters of {sorted(wanted)}", targets_up, timeout=60
+    )
     started = time.time()
     # Traffic for every panel: the example app writes and reads every 5 s; add misses and a burst of hits.
     name = example_pod(kube)["metadata"]["name"]
