@@ -46,7 +46,7 @@ READ_WITH_TTL = Script(
     "read_with_ttl",
     """#!lua flags=no-writes
 return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
-"""
+""",
 )
 
 
