@@ -13,10 +13,16 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 started=0
+engine_started=0
 $PY scripts/cluster/cluster.py status >/dev/null 2>&1 || started=1
-cleanup() { if [ "$started" = 1 ]; then $PY scripts/cluster/cluster.py down || true; fi; }
+cleanup() {
+  if [ "$started" = 1 ]; then $PY scripts/cluster/cluster.py down || true; fi
+  if [ "$engine_started" = 1 ]; then $PY scripts/images.py engine-down || true; fi
+}
 trap cleanup EXIT
 
+engine=$($PY scripts/images.py engine) || { echo "images.py engine failed" >&2; exit 1; }
+echo "$engine" | grep -q '"started": true' && engine_started=1
 $PY scripts/images.py build || { echo "images.py build failed" >&2; exit 1; }
 began=$(date +%s)
 $PY -m pytest -m e2e -p no:xdist -o timeout=900 -v ${PYTEST_ARGS:-} tests/e2e
