@@ -59,15 +59,20 @@ def version() -> str:
     return match.group(1)
 
 
-def docker(
-    *args: str, host: str | None, check: bool = True, timeout: float | None = None, quiet: bool = True
-) -> subprocess.CompletedProcess[str]:
+def docker_env(host: str | None) -> dict[str, str]:
+    """This process's environment, pointed at ``host`` (None: the caller's own DOCKER_HOST or the default)."""
     env = dict(os.environ)
     if host:
         env["DOCKER_HOST"] = host
+    return env
+
+
+def docker(
+    *args: str, host: str | None, check: bool = True, timeout: float | None = None, quiet: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["docker", *args],
-        env=env,
+        env=docker_env(host),
         check=check,
         text=True,
         timeout=timeout,
@@ -148,30 +153,30 @@ def engine_down() -> None:
     while _our_dockerd_pid() is not None and time.monotonic() < deadline:
         time.sleep(0.2)
     # dockerd leaves its network-namespace (and data-root) mounts behind when it is stopped this way.
-    for mount in reversed(_mounts_under(RUN)):
+    for mount in reversed(mounts_under(RUN)):
         subprocess.run(["umount", mount], check=False, capture_output=True)
     say(f"stopped dockerd (pid {pid})")
 
 
-def _mounts_under(folder: Path) -> list[str]:
+def mounts_under(folder: Path) -> list[str]:
     points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     return [p for p in points if p == str(folder) or p.startswith(f"{folder}/")]
 
 
-def _has_image(ref: str, host: str | None) -> bool:
+def has_image(ref: str, host: str | None) -> bool:
     return docker("image", "inspect", ref, host=host, check=False).returncode == 0
 
 
 def base_image(host: str | None) -> str:
     """The public base when it is here or can be pulled; else the local Debian base (made once)."""
-    if _has_image(PUBLIC_BASE, host):
+    if has_image(PUBLIC_BASE, host):
         return PUBLIC_BASE
     try:
         if docker("pull", PUBLIC_BASE, host=host, check=False, timeout=30).returncode == 0:
             return PUBLIC_BASE
     except subprocess.TimeoutExpired:
         pass
-    if not _has_image(LOCAL_BASE, host):
+    if not has_image(LOCAL_BASE, host):
         make_local_base(host)
     return LOCAL_BASE
 
@@ -216,13 +221,10 @@ def make_local_base(host: str | None) -> None:
         (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
         (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        env = dict(os.environ)
-        if host:
-            env["DOCKER_HOST"] = host
         imported = subprocess.run(
             ["docker", "import", "--change", 'CMD ["/bin/bash"]', "-", LOCAL_BASE],
             stdin=tar.stdout,
-            env=env,
+            env=docker_env(host),
             capture_output=True,
             text=True,
         )
@@ -245,7 +247,7 @@ def build_image(host: str | None, base: str) -> str:
         return base
     bundle = HOST_CA_BUNDLE.read_bytes()
     ref = f"local/mobius-build-base:{hashlib.sha256(bundle + base.encode()).hexdigest()[:12]}"
-    if _has_image(ref, host):
+    if has_image(ref, host):
         return ref
     with tempfile.TemporaryDirectory(prefix="mobius-build-base-") as tmp:
         (Path(tmp) / "ca-certificates.crt").write_bytes(bundle)

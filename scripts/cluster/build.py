@@ -175,16 +175,21 @@ def build(programs: list[Program], log: object = print) -> list[str]:
     return built
 
 
-def kube_source() -> Path:
-    """The pinned k8s.io/kubernetes module's source (for build/pause/linux/pause.c)."""
+def module_source(module: str, path: str) -> Path:
+    """Where Go keeps the source of ``path`` at the version the module ``scripts/cluster/<module>`` pins."""
     out = subprocess.run(
-        [_go(), "mod", "download", "-json", "k8s.io/kubernetes"],
-        cwd=HERE / "kube",
+        [_go(), "mod", "download", "-json", path],
+        cwd=HERE / module,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     return Path(json.loads(out)["Dir"])
+
+
+def kube_source() -> Path:
+    """The pinned k8s.io/kubernetes module's source (for build/pause/linux/pause.c)."""
+    return module_source("kube", "k8s.io/kubernetes")
 
 
 def main(argv: list[str]) -> int:

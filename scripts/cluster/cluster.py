@@ -11,8 +11,8 @@
 
 The control plane listens on 127.0.0.1 (free ports, chosen at the first `up`); the state lives in .run/cluster/
 (or $MOBIUS_CLUSTER_DIR) and the admin kubeconfig is .run/cluster/kubeconfig. The node (root only) puts pods
-on a bridge inside this machine, fenced by firewall rules (network.py); the kubelet listens on the bridge. `up` is idempotent: a running, healthy cluster is reused; a broken
-one is taken down and started afresh. Each step is a named phase that logs what it does; a failure names the
+on a bridge inside this machine, fenced by firewall rules (network.py); the kubelet listens on the bridge.
+`up` is idempotent: a running, healthy cluster is reused; a broken one is taken down and started afresh. Each step is a named phase that logs what it does; a failure names the
 phase and the log file to read. `make cluster` / `make cluster-down` call this script, and so does the tests'
 session fixture (tests/kube/conftest.py): nothing else knows how Kubernetes is built or started.
 """
@@ -51,7 +51,7 @@ PKI = STATE_DIR / "pki"
 LOGS = STATE_DIR / "logs"
 KUBECONFIG = STATE_DIR / "kubeconfig"
 
-SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_CIDR = network.SERVICE_CIDR
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 NODE = ("apiserver-forwarder", "kube-scheduler", "containerd", "kubelet", "kube-proxy")
@@ -97,6 +97,26 @@ def _pids(state: dict[str, object]) -> dict[str, list[object]]:
 
 def _ports(state: dict[str, object]) -> dict[str, int]:
     return dict(state.get("ports", {}))  # type: ignore[arg-type]
+
+
+def _alive(state: dict[str, object], name: str) -> bool:
+    """The process ``name`` that `up` started (state: pid and binary) still runs."""
+    entry = _pids(state).get(name)
+    return bool(entry) and procs.is_ours(int(entry[0]), str(entry[1]))  # type: ignore[call-overload, index]
+
+
+def _stop(state: dict[str, object], name: str) -> bool:
+    """Stop the process ``name`` that `up` started; True if it was running."""
+    entry = _pids(state).get(name)
+    return bool(entry) and procs.stop(int(entry[0]), str(entry[1]))  # type: ignore[call-overload, index]
+
+
+def _spawn(state: dict[str, object], name: str, argv: list[str]) -> Path:
+    """Start ``argv`` as the process ``name``, its pid recorded at once (so `down` can stop it); its log."""
+    log = LOGS / f"{name}.log"
+    state.setdefault("pids", {})[name] = [procs.spawn(argv, log), argv[0]]  # type: ignore[index]
+    save_state(state)
+    return log
 
 
 def apiserver_ready(state: dict[str, object]) -> bool:
@@ -207,10 +227,7 @@ def start_etcd(state: dict[str, object]) -> None:
         "--quota-backend-bytes=2147483648",
         "--log-level=warn",
     ]
-    log = LOGS / "etcd.log"
-    _pids(state)  # keep mypy quiet about the shape
-    state.setdefault("pids", {})["etcd"] = [procs.spawn(argv, log), exe]  # type: ignore[index]
-    save_state(state)
+    log = _spawn(state, "etcd", argv)
     procs.wait_until("etcd", lambda: procs.http_get(f"{client}/health") == 200, 30, log)
 
 
@@ -245,9 +262,7 @@ def start_apiserver(state: dict[str, object]) -> None:
         "--profiling=false",
         "--v=1",
     ]
-    log = LOGS / "kube-apiserver.log"
-    state.setdefault("pids", {})["kube-apiserver"] = [procs.spawn(argv, log), exe]  # type: ignore[index]
-    save_state(state)
+    log = _spawn(state, "kube-apiserver", argv)
     procs.wait_until("kube-apiserver /readyz", lambda: apiserver_ready(state), 90, log)
 
 
@@ -273,9 +288,7 @@ def start_controller_manager(state: dict[str, object]) -> None:
         "--leader-elect=false",
         "--v=1",
     ]
-    log = LOGS / "kube-controller-manager.log"
-    state.setdefault("pids", {})["kube-controller-manager"] = [procs.spawn(argv, log), exe]  # type: ignore[index]
-    save_state(state)
+    log = _spawn(state, "kube-controller-manager", argv)
     url = f"https://127.0.0.1:{ports['controller_manager']}/healthz"
     procs.wait_until(
         "kube-controller-manager /healthz", lambda: procs.https_get_insecure(url) == 200, 60, log
@@ -370,11 +383,9 @@ def _down(state: dict[str, object]) -> None:
     if state.get("node"):
         stop_node(state)
     # Stop in reverse start order, so nothing writes to an etcd that is gone.
-    pids = _pids(state)
-    for name in reversed(list(pids)):
-        pid, binary = pids[name]
-        if procs.stop(int(pid), str(binary)):  # type: ignore[call-overload]
-            say(f"stopped {name} (pid {pid})")
+    for name in reversed(list(_pids(state))):
+        if _stop(state, name):
+            say(f"stopped {name}")
     shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
@@ -389,11 +400,6 @@ def down() -> None:
 
 
 # -- the node -------------------------------------------------------------------------------------------------
-def _spawn(state: dict[str, object], name: str, argv: list[str]) -> Path:
-    log = LOGS / f"{name}.log"
-    state.setdefault("pids", {})[name] = [procs.spawn(argv, log), argv[0]]  # type: ignore[index]
-    save_state(state)
-    return log
 
 
 def start_node(state: dict[str, object]) -> None:
@@ -460,7 +466,7 @@ def load_node_images() -> None:
     ]
     tag = images.version()
     for name in images.IMAGES:
-        if images._has_image(f"{name}:{tag}", host):
+        if images.has_image(f"{name}:{tag}", host):
             refs.append(f"{name}:{tag}")
     node.load_images(STATE_DIR, host, refs)
 
@@ -473,9 +479,7 @@ NODE_CLAIM = Path("/run/mobius-cache-node")
 def claim_the_node() -> None:
     holder = NODE_CLAIM.read_text().strip() if NODE_CLAIM.exists() else ""
     theirs = procs.read_json(Path(holder) / "state.json") if holder else {}
-    kubelet = _pids(theirs).get("kubelet")
-    alive = bool(kubelet) and procs.is_ours(int(kubelet[0]), str(kubelet[1]))  # type: ignore[call-overload, index]
-    if holder and holder != str(STATE_DIR) and theirs.get("node") and alive:
+    if holder and holder != str(STATE_DIR) and theirs.get("node") and _alive(theirs, "kubelet"):
         raise SystemExit(
             f"[cluster] this machine's node belongs to the cluster in {holder} (one node per machine: its "
             f"bridge, addresses and firewall rules are machine-wide); take that one down first "
@@ -496,19 +500,15 @@ def release_the_node() -> None:
 
 def stop_node(state: dict[str, object]) -> None:
     """Everything the node made: containers, processes, mounts, network namespaces, rules, bridge, sysctls."""
-    pids = _pids(state)
     for name in ("kube-proxy", "kubelet", "kube-scheduler"):
-        if name in pids and procs.stop(int(pids[name][0]), str(pids[name][1])):  # type: ignore[call-overload]
+        if _stop(state, name):
             say(f"stopped {name}")
-    node.kill_containers(STATE_DIR)
-    if "containerd" in pids and procs.stop(int(pids["containerd"][0]), str(pids["containerd"][1])):  # type: ignore[call-overload]
+    node.kill_containers(STATE_DIR)  # before containerd, which they would outlive
+    if _stop(state, "containerd"):
         say("stopped containerd")
     node.kill_shims(STATE_DIR)
-    if "apiserver-forwarder" in pids:
-        procs.stop(int(pids["apiserver-forwarder"][0]), str(pids["apiserver-forwarder"][1]))  # type: ignore[call-overload]
-    for name in NODE:
-        pids.pop(name, None)
-    state["pids"] = pids
+    _stop(state, "apiserver-forwarder")
+    state["pids"] = {k: v for k, v in _pids(state).items() if k not in NODE}
     if not holds_the_node():
         say(
             "this cluster does not hold the machine's node: its network (bridge, rules, sysctls) is left alone"
@@ -533,14 +533,8 @@ MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
 
 def monitoring_crds() -> None:
     """The real CRDs of the monitoring objects the chart renders, from the release pinned in monitoring/go.mod."""
-    out = subprocess.run(
-        [build._go(), "mod", "download", "-json", "github.com/prometheus-operator/prometheus-operator"],
-        cwd=Path(__file__).resolve().parent / "monitoring",
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    folder = Path(json.loads(out)["Dir"]) / "example" / "prometheus-operator-crd"
+    source = build.module_source("monitoring", "github.com/prometheus-operator/prometheus-operator")
+    folder = source / "example" / "prometheus-operator-crd"
     for name in MONITORING_CRDS:
         kubectl("apply", "--server-side", "-f", str(folder / f"monitoring.coreos.com_{name}.yaml"))
     for name in MONITORING_CRDS:

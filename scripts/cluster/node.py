@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import network
 import procs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import images  # scripts/images.py: the Docker Engine
 
 HERE = Path(__file__).resolve().parent
 NODE_NAME = "mobius-node"
@@ -85,10 +89,10 @@ def containerd_socket(state_dir: Path) -> Path:
     return state_dir / "containerd" / "containerd.sock"
 
 
-def ctr(state_dir: Path, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def ctr(state_dir: Path, *args: str, stdin: IO[bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         ["ctr", "--address", str(containerd_socket(state_dir)), "--namespace", "k8s.io", *args],
-        input=input,
+        stdin=stdin,
         capture_output=True,
         check=False,
     )
@@ -98,7 +102,7 @@ def start_containerd(state_dir: Path, log: Path) -> int:
     exe = shutil.which("containerd")
     if exe is None:
         raise RuntimeError(
-            "containerd is missing: apt-get install containerd (scripts/ensure-system-deps.sh --node)"
+            "containerd is missing: apt-get install containerd (scripts/ensure-system-deps.sh installs it)"
         )
     pid = procs.spawn([exe, "--config", str(containerd_config(state_dir))], log)
     procs.wait_until("containerd", lambda: ctr(state_dir, "version").returncode == 0, 30, log)
@@ -106,17 +110,6 @@ def start_containerd(state_dir: Path, log: Path) -> int:
 
 
 # -- images ------------------------------------------------------------------------------------------------------
-def _docker(host: str | None, *args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
-    env = dict(os.environ)
-    if host:
-        env["DOCKER_HOST"] = host
-    return subprocess.run(["docker", *args], env=env, capture_output=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
-
-
-def _has(host: str | None, ref: str) -> bool:
-    return _docker(host, "image", "inspect", ref).returncode == 0
-
-
 def _import_rootfs(host: str | None, ref: str, files: dict[str, Path], entrypoint: list[str]) -> None:
     """An image of just these files (FROM scratch), via `docker import`."""
     with tempfile.TemporaryDirectory(prefix="mobius-img-") as tmp:
@@ -129,14 +122,14 @@ def _import_rootfs(host: str | None, ref: str, files: dict[str, Path], entrypoin
                 with source.open("rb") as handle:
                     tar.addfile(info, handle)
         change = f"ENTRYPOINT {json.dumps(entrypoint)}"
-        result = _docker(host, "import", "--change", change, str(tar_path), ref)
+        result = images.docker("import", "--change", change, str(tar_path), ref, host=host, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"docker import {ref} failed: {result.stderr.decode()}")
+            raise RuntimeError(f"docker import {ref} failed: {result.stderr}")
 
 
 def pause_image(host: str | None, kube_source: Path) -> str:
     """registry.k8s.io/pause, compiled (static) from build/pause/linux/pause.c of the pinned Kubernetes module."""
-    if _has(host, KUBE_PAUSE):
+    if images.has_image(KUBE_PAUSE, host):
         return KUBE_PAUSE
     version = KUBE_PAUSE.rsplit(":", 1)[1]
     with tempfile.TemporaryDirectory(prefix="mobius-pause-") as tmp:
@@ -152,7 +145,7 @@ def pause_image(host: str | None, kube_source: Path) -> str:
 
 
 def coredns_image(host: str | None, binary: Path) -> str:
-    if not _has(host, COREDNS_IMAGE):
+    if not images.has_image(COREDNS_IMAGE, host):
         _import_rootfs(host, COREDNS_IMAGE, {"coredns": binary}, ["/coredns"])
     return COREDNS_IMAGE
 
@@ -162,48 +155,45 @@ def chart_images(host: str | None, base: str) -> list[str]:
     built = []
     for key, ref in chart_image_refs().items():
         dockerfile = CHART_IMAGE_RECIPES[key]
-        if not _has(host, ref):
+        if not images.has_image(ref, host):
             with tempfile.TemporaryDirectory(prefix="mobius-chartimg-") as tmp:
                 context = Path(tmp)
                 if key == "exporter":
                     shutil.copy("/usr/bin/prometheus-redis-exporter", context / "redis_exporter")
-                result = _docker(
-                    host, "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
+                result = images.docker(
+                    "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
                     "-f", str(HERE / "dockerfiles" / dockerfile), "-t", ref, str(context),
+                    host=host, check=False,
                 )  # fmt: skip
                 if result.returncode != 0:
-                    raise RuntimeError(f"building {ref} failed: {result.stderr.decode()[-2000:]}")
+                    raise RuntimeError(f"building {ref} failed: {result.stderr[-2000:]}")
         built.append(ref)
     return built
 
 
 def load_images(state_dir: Path, host: str | None, refs: list[str]) -> None:
-    """Export from Docker, import into the node's containerd (k8s.io namespace), skipping what it has."""
+    """Export from Docker, import into the node's containerd (k8s.io namespace), skipping what it has.
+
+    A reference is loaded again when Docker's image is another one than the one loaded last (a rebuilt project
+    image); the image ids loaded are kept in ``containerd/loaded/``, written once the import succeeded.
+    """
     have = ctr(state_dir, "images", "ls", "-q").stdout.decode().split()
-    want = [r for r in refs if _normalized(r) not in have or _digest_changed(state_dir, host, r)]
+    stamps = state_dir / "containerd" / "loaded"
+    ids = {
+        ref: images.docker("image", "inspect", ref, "--format", "{{.Id}}", host=host).stdout.strip()
+        for ref in refs
+    }
+    want = [r for r in refs if _normalized(r) not in have or not _stamped(stamps, r, ids[r])]
     if not want:
         return
-    env = dict(os.environ)
-    if host:
-        env["DOCKER_HOST"] = host
-    save = subprocess.Popen(["docker", "save", *want], stdout=subprocess.PIPE, env=env)
-    result = subprocess.run(
-        [
-            "ctr",
-            "--address",
-            str(containerd_socket(state_dir)),
-            "--namespace",
-            "k8s.io",
-            "images",
-            "import",
-            "-",
-        ],
-        stdin=save.stdout,
-        capture_output=True,
-    )
+    save = subprocess.Popen(["docker", "save", *want], stdout=subprocess.PIPE, env=images.docker_env(host))
+    result = ctr(state_dir, "images", "import", "-", stdin=save.stdout)
     save.wait()
     if result.returncode != 0 or save.returncode != 0:
         raise RuntimeError(f"loading images into containerd failed: {result.stderr.decode()}")
+    stamps.mkdir(parents=True, exist_ok=True)
+    for ref in want:
+        (stamps / _stamp_name(ref)).write_text(ids[ref])
 
 
 def _normalized(ref: str) -> str:
@@ -211,15 +201,13 @@ def _normalized(ref: str) -> str:
     return name if name.split("/")[0].count(".") or name.startswith("localhost") else f"docker.io/{name}"
 
 
-def _digest_changed(state_dir: Path, host: str | None, ref: str) -> bool:
-    """True when Docker's image differs from the node's copy (a rebuilt project image is loaded again)."""
-    docker_id = _docker(host, "image", "inspect", ref, "--format", "{{.Id}}").stdout.decode().strip()
-    stamp = state_dir / "containerd" / "loaded" / ref.replace("/", "_").replace(":", "_")
-    if stamp.exists() and stamp.read_text() == docker_id:
-        return False
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(docker_id)
-    return True
+def _stamp_name(ref: str) -> str:
+    return ref.replace("/", "_").replace(":", "_")
+
+
+def _stamped(stamps: Path, ref: str, image_id: str) -> bool:
+    stamp = stamps / _stamp_name(ref)
+    return stamp.exists() and stamp.read_text() == image_id
 
 
 # -- kubelet, scheduler, kube-proxy --------------------------------------------------------------------------------
@@ -403,8 +391,7 @@ def kill_shims(state_dir: Path) -> None:
 def unmount_under(folder: Path) -> None:
     """Unmount whatever is mounted under ``folder`` (kubelet volumes, overlay snapshots), deepest first."""
     for _ in range(3):
-        points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-        ours = [p for p in points if p.startswith(f"{folder}/")]
+        ours = [p for p in images.mounts_under(folder) if p != str(folder)]
         if not ours:
             return
         for point in sorted(ours, key=len, reverse=True):
