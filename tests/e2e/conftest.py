@@ -20,7 +20,11 @@ import pytest
 
 from tests.kube.cluster import BIN, ROOT, Cluster
 
+sys.path.insert(0, str(ROOT / "scripts"))
+import images
+
 STATE_DIR = ROOT / ".run" / "e2e-cluster"
+VERSION = images.version()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -38,9 +42,7 @@ def node_cluster() -> Cluster:
         )
     cluster = Cluster.up(node=True, state_dir=STATE_DIR)
     # The project's images as built now (make e2e builds them first): a reused node may hold older ones.
-    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert version is not None
-    refs = [f"mobius/cache-sidecar:{version.group(1)}", f"mobius/cache-operator:{version.group(1)}"]
+    refs = [f"{name}:{VERSION}" for name in images.IMAGES]
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "cluster" / "cluster.py"), "load-images", *refs],
         check=True,

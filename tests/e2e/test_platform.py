@@ -22,7 +22,7 @@ import yaml
 
 from dashboards.preview import Prometheus
 from tests.dashboards.panels import RULES_FILE, queries, substitute
-from tests.e2e.conftest import STATE_DIR, port_forward
+from tests.e2e.conftest import STATE_DIR, VERSION, images, port_forward
 from tests.kube.cluster import CHART, ROOT, Cluster, wait_for
 from tests.servers import free_port
 
@@ -407,7 +407,7 @@ def test_no_packet_from_a_pod_leaves_this_machine(kube: Cluster) -> None:
     sniffer = subprocess.Popen(
         [sys.executable, str(SNIFF), "--seconds", "25"], stdout=subprocess.PIPE, text=True
     )
-    image = f"mobius/cache-sidecar:{_version()}"
+    image = f"mobius/cache-sidecar:{VERSION}"
     kube.kubectl(
         "run", "netprobe", "-n", NS, "--image", image, "--image-pull-policy=IfNotPresent", "--restart=Never",
         "--command", "--", "python3", "-c", PROBE,
@@ -435,13 +435,6 @@ def test_no_packet_from_a_pod_leaves_this_machine(kube: Cluster) -> None:
     assert result["api-server"] == "connected"
     assert drops() > before, "the guard rules saw nothing to drop"
     assert leaked == "0", f"{leaked} pod or Service packets were seen on the uplink"
-
-
-def _version() -> str:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import images
-
-    return images.version()
 
 
 def test_injection_on_the_real_api_server(kube: Cluster) -> None:
@@ -513,7 +506,7 @@ def _deployment(name: str, namespace: str, annotations: dict[str, str]) -> dict[
                     "containers": [
                         {
                             "name": "app",
-                            "image": f"mobius/cache-sidecar:{_version()}",
+                            "image": f"mobius/cache-sidecar:{VERSION}",
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["python3", "-c", "import time; time.sleep(3600)"],
                         }
@@ -527,13 +520,10 @@ def _deployment(name: str, namespace: str, annotations: dict[str, str]) -> dict[
 def test_helm_upgrade_to_new_image_tags_rolls_the_operator_and_new_pods_get_the_new_sidecar(
     kube: Cluster,
 ) -> None:
-    tag = f"{_version()}-e2e"
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import images
-
+    tag = f"{VERSION}-e2e"
     host = images.engine()
     for name in images.IMAGES:
-        images.docker("tag", f"{name}:{_version()}", f"{name}:{tag}", host=host)
+        images.docker("tag", f"{name}:{VERSION}", f"{name}:{tag}", host=host)
     env = {**kube.env(), "MOBIUS_CLUSTER_DIR": str(STATE_DIR)}
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "cluster" / "cluster.py"), "load-images",
