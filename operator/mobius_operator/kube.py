@@ -25,6 +25,8 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from mobius_operator.injection import INJECT, INJECTED
+
 __all__ = ["InvalidObjectError", "Kube", "KubeError", "SecretError"]
 
 
@@ -274,8 +276,8 @@ class Kube:
         missed = 0
         for pod in live:
             annotations = pod.metadata.annotations or {}
-            if annotations.get("cache.mobius.io/inject") == "true":
-                missed += annotations.get("cache.mobius.io/injected") != "true"
+            if annotations.get(INJECT) == "true":
+                missed += annotations.get(INJECTED) != "true"
         return len(live), missed
 
     async def restart_deployment(self, namespace: str, deployment: str) -> None:

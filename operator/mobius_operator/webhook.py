@@ -142,13 +142,14 @@ async def restart_uninjected(
             continue
         for deployment in list(pending):
             try:
-                missed = await api.uninjected_pods(options.namespace, deployment)
+                live, missed = await api.uninjected_pods(options.namespace, deployment)
                 if missed:
                     await api.restart_deployment(options.namespace, deployment)
                     log.info(
                         f"restarted Deployment {deployment}: {missed} pod(s) missed the sidecar at admission"
                     )
-                pending.remove(deployment)
+                if live or missed:  # no pod yet: look again next time
+                    pending.remove(deployment)
             except KubeError as exc:
                 log.warning(f"checking Deployment {deployment} for missed injection: {exc}")
         if not pending:

@@ -401,3 +401,49 @@ async def test_admission_latency(start_webhook: Any, cluster: Cluster) -> None:
         median, worst = statistics.median(seen) * 1000, max(seen) * 1000
         print(f"admission, {what}: median {median:.1f} ms, max {worst:.1f} ms over {len(seen)} requests")
         assert worst < 2500, f"{what}: {worst:.0f} ms, half the webhook's timeout"
+
+
+def _pod(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "labels": {"app": "example"},
+            "annotations": annotations,
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "restarted"),
+    [
+        ([_pod("p1", {INJECT: "true"})], True),  # admitted before the webhook answered: restart once
+        ([_pod("p1", {INJECT: "true", "cache.mobius.io/injected": "true"})], False),  # injected: leave it
+    ],
+    ids=["missed", "injected"],
+)
+async def test_the_example_app_is_restarted_only_when_it_missed_the_sidecar(
+    cluster: Any, pods: list[dict[str, Any]], restarted: bool
+) -> None:
+    from mobius_operator.kube import Kube
+    from mobius_operator.webhook import restart_uninjected
+
+    km = cluster.kmock
+    ri = km.ResourceInfo
+    km.resources["apps/v1/deployments"] = ri(kind="Deployment", namespaced=True, verbs=["get", "patch"])
+    km.resources["v1/pods"] = ri(kind="Pod", namespaced=True, verbs=["list"])
+    km.objects["apps/v1/deployments", "shop", "example"] = {
+        "metadata": {"name": "example", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "example"}}, "template": {"metadata": {}}},
+    }
+    for pod in pods:
+        km.objects["v1/pods", "shop", pod["metadata"]["name"]] = pod
+    settings = InjectorSettings(restart_uninjected=["example"], namespace="shop")
+    api = await Kube.connect()
+    try:
+        await restart_uninjected({"api": api}, settings, attempts=2, every=0.01)
+    finally:
+        await api.close()
+    template = dict(km.objects["apps/v1/deployments", "shop", "example"].raw)["spec"]["template"]
+    annotations = template["metadata"].get("annotations") or {}
+    assert ("kubectl.kubernetes.io/restartedAt" in annotations) is restarted
